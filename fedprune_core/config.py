@@ -1,0 +1,292 @@
+"""ExperimentConfig: every parameter of an experiment, its default and its validation.
+
+This dataclass is the single source of truth. The command line (`python -m fedprune_core run`),
+YAML parameter files, the experiment notebook's `parameters` cell and `config.json` are all
+generated from or checked against it, so no second list of defaults exists anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .datasets import DATASETS
+
+
+class ConfigError(ValueError):
+    """An invalid parameter: the message names the parameter and what is allowed."""
+
+
+def _p(default, help: str, choices: tuple = (), runtime: bool = False):
+    """A config field with its help text; `runtime` fields steer a run but not its numbers."""
+    return field(default=default, metadata={"help": help, "choices": choices, "runtime": runtime})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    # --- federation -------------------------------------------------------------------------
+    rounds: int = _p(20, "Number of federated rounds.")
+    num_clients: int = _p(20, "Total simulated clients.")
+    clients_per_round: int = _p(10, "Clients selected each round.")
+    local_epochs: int = _p(2, "Local epochs per selected client.")
+    lr: float = _p(0.01, "Client learning rate (SGD).")
+    momentum: float = _p(0.0, "Client SGD momentum (0 = plain SGD, as in the seed).")
+    batch_size: int = _p(64, "Client mini-batch size.")
+    # --- data -------------------------------------------------------------------------------
+    dataset: str = _p("mnist", "Dataset (torchvision).", tuple(DATASETS))
+    data_root: Optional[str] = _p(
+        None, "Dataset folder; default: $FEDPRUNE_DATA_ROOT, else ./data.", runtime=True)
+    data_fraction: float = _p(
+        1.0, "Fraction of the training set used (stratified, seeded); <1 for quick runs.")
+    partition: str = _p("shards", "How training data is split over clients.",
+                        ("shards", "dirichlet", "iid"))
+    classes_per_client: int = _p(2, "Label shards per client (partition=shards).")
+    dirichlet_alpha: float = _p(0.5, "Dirichlet concentration (partition=dirichlet); small = skewed.")
+    # --- pruning ----------------------------------------------------------------------------
+    pruning: bool = _p(True, "Prune client models before local training (--no_pruning disables).")
+    pruning_mode: str = _p("structured", "Pruning kind.", ("structured", "unstructured"))
+    pruning_ratio: float = _p(0.4, "Base pruning ratio (fraction of weights/filters removed).")
+    adaptive_ratio: bool = _p(True, "Per-client ratios from capability profiles (warm start).")
+    adaptive_ratio_online: bool = _p(
+        False, "Move each client's ratio every round toward meeting the round deadline.")
+    min_pruning_ratio: float = _p(0.1, "Lowest adaptive pruning ratio.")
+    max_pruning_ratio: float = _p(0.8, "Highest adaptive pruning ratio.")
+    ratio_step: float = _p(0.05, "Online controller's step per round.")
+    structured_selection: str = _p(
+        "l1", "Which filters/neurons a structured client keeps: largest L1 norm, or the first "
+        "ones (HeteroFL's nested sub-models).", ("l1", "first"))
+    unstructured_contribution: str = _p(
+        "kept", "Unstructured: aggregate only kept coordinates ('kept'), or also send the pruned "
+        "ones as -w like the seed's original ('all').", ("kept", "all"))
+    # --- sparsification ---------------------------------------------------------------------
+    sparsification: bool = _p(True, "Sparsify client updates (--no_sparsification disables).")
+    sparsify_method: str = _p("cost_weighted", "Coordinate selection.",
+                              ("topk", "random", "cost_weighted"))
+    sparsity_ratio: float = _p(0.95, "Fraction of update coordinates NOT sent.")
+    error_feedback: bool = _p(True, "Keep unsent residuals on the client (--no_error_feedback).")
+    sparsify_scope: str = _p(
+        "auto", "k per tensor or over the whole model; auto = model for cost_weighted "
+        "(costs only matter across tensors), per tensor otherwise.",
+        ("auto", "per_tensor", "model"))
+    conv_cost: float = _p(1.0, "Cost weight of a convolution coordinate (cost_weighted).")
+    fc_cost: float = _p(2.0, "Cost weight of a fully connected coordinate (cost_weighted).")
+    # --- server -----------------------------------------------------------------------------
+    aggregation_weights: str = _p("samples", "FedAvg client weights.", ("samples", "uniform"))
+    server_lr: float = _p(1.0, "Server learning rate applied to the averaged update.")
+    eval_every: int = _p(1, "Evaluate every N rounds (and always at the last round).")
+    eval_batch_size: int = _p(128, "Evaluation batch size (small batches stay in cache).")
+    # --- systems model ----------------------------------------------------------------------
+    compute_gflops: float = _p(5.0, "Median simulated client compute (GFLOP/s).")
+    uplink_mbps: float = _p(10.0, "Median simulated client uplink (Mbit/s).")
+    downlink_mbps: float = _p(50.0, "Median simulated client downlink (Mbit/s).")
+    capability_spread: float = _p(
+        0.5, "Log-normal sigma of client compute and bandwidth (0 = identical clients).")
+    round_deadline_sec: Optional[float] = _p(
+        None, "Simulated round deadline for the online controller; default: the median "
+              "client's time at the base pruning ratio.")
+    # --- run --------------------------------------------------------------------------------
+    seed: int = _p(0, "Seed for partition, sampling, initialisation and every random choice.")
+    device: str = _p("cpu", "Device: cpu, cuda or cuda:N.")
+    label: Optional[str] = _p(None, "Method label for tables and figures; default: derived.")
+    results_dir: str = _p("./results", "Folder holding one sub-folder per run.", runtime=True)
+    run_name: Optional[str] = _p(None, "Run sub-folder name; default: a timestamp.", runtime=True)
+    overwrite: bool = _p(False, "Replace a finished or interrupted run of the same name.",
+                         runtime=True)
+    resume: bool = _p(False, "Continue an interrupted run from its checkpoint (a fresh start "
+                             "when there is none).", runtime=True)
+    progress: str = _p("auto", "Progress display: auto (widget in Jupyter), text, or off.",
+                       ("auto", "text", "off"), runtime=True)
+    num_threads: int = _p(0, "Torch intra-op threads (0 = all cores).", runtime=True)
+
+    def __post_init__(self):
+        validate(self)
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def field_specs(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in values if k not in names and not k.startswith("_"))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        kwargs = {k: _coerce(k, v) for k, v in values.items() if k in names}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, *paths: str | Path, overrides: dict | None = None) -> "ExperimentConfig":
+        merged: dict[str, Any] = {}
+        for path in paths:
+            merged.update(load_params_file(path))
+        merged.update(overrides or {})
+        return cls.from_dict(merged)
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, **extra) -> str:
+        return json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=False)
+
+    def science_dict(self) -> dict[str, Any]:
+        """The fields that decide the numbers (runtime steering left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not f.metadata["runtime"]}
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def effective_scope(self) -> str:
+        if self.sparsify_scope != "auto":
+            return self.sparsify_scope
+        return "model" if self.sparsify_method == "cost_weighted" else "per_tensor"
+
+    @property
+    def method_label(self) -> str:
+        """A readable method name for logs, tables and figure legends."""
+        if self.label:
+            return self.label
+        prune = f"{self.pruning_mode} {'adaptive' if self.adaptive_ratio else self.pruning_ratio}"
+        sparse = f"{self.sparsify_method} {self.sparsity_ratio:g}"
+        if not self.error_feedback and self.sparsification:
+            sparse += " no-EF"
+        if self.pruning and self.sparsification:
+            return f"Hybrid({prune} + {sparse})"
+        if self.pruning:
+            return f"Prune({prune})"
+        if self.sparsification:
+            return f"Sparsify({sparse})"
+        return "FedAvg"
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """YAML and JSON give ints for floats (1 vs 1.0) and strings from the command line."""
+    spec = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]
+    kind = spec.type.replace("Optional[", "").rstrip("]")
+    if value is None:
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"{name}: expected {kind}, got {value!r}")
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML parameter file; `extends: other.yaml` pulls shared settings in first."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path}: expected a mapping of parameter: value")
+    parents = data.pop("extends", None) or []
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged.update(load_params_file(path.parent / parent))
+    merged.update(data)
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(k for k in data if k not in names)
+    if unknown:
+        raise ConfigError(f"params file {path}: unknown parameter(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(sorted(names))}")
+    return merged
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError for the first invalid value, before any data is loaded."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        choices = f.metadata["choices"]
+        if choices and value not in choices:
+            raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}: must be a finite number, got {value}")
+
+    def need(ok: bool, name: str, allowed: str):
+        if not ok:
+            raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not allowed; allowed: {allowed}")
+
+    for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
+                 "eval_every", "eval_batch_size"):
+        need(getattr(cfg, name) >= 1, name, "an integer >= 1")
+    need(cfg.clients_per_round <= cfg.num_clients, "clients_per_round",
+         f"1..num_clients ({cfg.num_clients})")
+    for name in ("pruning_ratio", "sparsity_ratio", "min_pruning_ratio", "max_pruning_ratio"):
+        need(0.0 <= getattr(cfg, name) < 1.0, name, "a number in [0, 1)")
+    need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
+         f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
+    if cfg.pruning and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):
+        need(cfg.min_pruning_ratio <= cfg.pruning_ratio <= cfg.max_pruning_ratio, "pruning_ratio",
+             f"a number in [min_pruning_ratio, max_pruning_ratio] = "
+             f"[{cfg.min_pruning_ratio}, {cfg.max_pruning_ratio}] when ratios are adaptive")
+    need(0.0 < cfg.ratio_step < 1.0, "ratio_step", "a number in (0, 1)")
+    need(0.0 < cfg.data_fraction <= 1.0, "data_fraction", "a number in (0, 1]")
+    need(cfg.lr > 0, "lr", "a number > 0")
+    need(0.0 <= cfg.momentum < 1.0, "momentum", "a number in [0, 1)")
+    need(cfg.server_lr > 0, "server_lr", "a number > 0")
+    need(cfg.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
+    need(cfg.conv_cost > 0, "conv_cost", "a number > 0")
+    need(cfg.fc_cost > 0, "fc_cost", "a number > 0")
+    for name in ("compute_gflops", "uplink_mbps", "downlink_mbps"):
+        need(getattr(cfg, name) > 0, name, "a number > 0")
+    need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")
+    need(cfg.round_deadline_sec is None or cfg.round_deadline_sec > 0, "round_deadline_sec",
+         "a number > 0, or null for the automatic deadline")
+    need(cfg.num_threads >= 0, "num_threads", "an integer >= 0 (0 = all cores)")
+    need(cfg.seed >= 0, "seed", "an integer >= 0")
+    num_classes = DATASETS[cfg.dataset].num_classes
+    need(1 <= cfg.classes_per_client <= num_classes, "classes_per_client",
+         f"1..{num_classes} (the classes of {cfg.dataset})")
+    need(not (cfg.sparsify_method == "cost_weighted" and cfg.sparsify_scope == "per_tensor"),
+         "sparsify_scope", "auto or model for cost_weighted (within one tensor every coordinate "
+         "costs the same, so cost weighting would equal topk)")
+    need(cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
+         "device", "cpu, cuda or cuda:N")
+    if cfg.run_name is not None:
+        need(cfg.run_name not in ("", ".", "..") and "/" not in cfg.run_name
+             and "\\" not in cfg.run_name, "run_name", "a folder name without path separators")
+
+
+def check_device(device: str) -> None:
+    """A CUDA device must exist: say so before any data is loaded."""
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} is not available (torch sees no CUDA device "
+                          f"on this machine); allowed here: cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {device!r} does not exist; allowed: cpu, "
+                          + ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count())))
