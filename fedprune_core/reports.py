@@ -1,0 +1,464 @@
+"""Export executed notebooks to self-contained HTML / PDF reports.
+
+HTML
+    nbconvert's ``HTMLExporter`` (``lab`` template) with images embedded, code inputs and
+    prompts hidden by default.  Equivalent to
+    ``jupyter nbconvert --to html --no-input --no-prompt --embed-images``.
+
+PDF
+    The same HTML printed to PDF by a headless **Chromium** (Debian package ``chromium``).
+    Chosen over nbconvert's LaTeX route because it needs a smaller system install
+    (~414 MB vs ~596 MB for texlive-xetex + fonts + pandoc on Debian 12), is faster
+    (~0.6-1.7 s per report in-process, ~2 s via the CLI) and renders what the HTML report
+    shows (A4 pages, long code lines wrapped, figures not split).  nbconvert's
+    ``webpdf`` exporter is not used: its Playwright backend only finds its own downloaded
+    browser, which cannot be fetched offline.  Install the browser with
+    ``make pdf-deps`` (runs ``scripts/install_pdf_deps.sh``).  ``FEDPRUNE_CHROMIUM`` may
+    point at another Chromium/Chrome executable.
+
+Cell tags (honoured in both formats, also when inputs are shown):
+
+* ``hide``, ``remove-cell``, ``remove_cell``: drop the whole cell (input and output);
+* ``remove-input``, ``remove_input``, ``hide-input``, ``hide_input``: keep outputs only;
+* ``remove-output``, ``remove_output``, ``hide-output``, ``hide_output``: keep input only.
+
+Offline caveats: in the HTML report MathJax (LaTeX math in markdown) is loaded from its CDN
+when the report is opened, so without internet math stays as raw ``$...$`` text.  The PDF
+route leaves MathJax out (raw ``$...$``) unless ``mathjax_url`` is given; pass it (e.g.
+``file:///.../mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe`` from the npm
+``mathjax@2`` package) or set ``FEDPRUNE_MATHJAX_URL`` to typeset math in both formats.
+require.js (a blocking CDN script used only by widgets / JavaScript outputs) is left out of
+both.  Jupyter
+widget outputs (e.g. ``tqdm.auto`` progress bars) cannot be rendered statically, so they
+are dropped along with the notebook's widget-state metadata, which also keeps a malformed
+widget state from failing nbconvert's validation.
+
+CLI (used by the Makefile)::
+
+    python -m fedprune_core.reports html results/analysis/analysis.ipynb results/*/experiment.ipynb
+    python -m fedprune_core.reports pdf --skip-missing 'results/*/experiment.ipynb'
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import nbformat
+
+__all__ = [
+    "ReportError",
+    "ReportToolMissingError",
+    "export_html",
+    "export_pdf",
+    "export_reports",
+    "find_chromium",
+    "main",
+]
+
+PDF_INSTALL_HINT = (
+    "run `make pdf-deps` (or `sudo scripts/install_pdf_deps.sh`, which does "
+    "`apt-get install chromium`), or set FEDPRUNE_CHROMIUM=/path/to/chromium"
+)
+
+REMOVE_CELL_TAGS = ("hide", "remove-cell", "remove_cell")
+REMOVE_INPUT_TAGS = ("remove-input", "remove_input", "hide-input", "hide_input")
+REMOVE_OUTPUT_TAGS = ("remove-output", "remove_output", "hide-output", "hide_output")
+
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+DEFAULT_PDF_TIMEOUT = 180.0  # seconds for one Chromium print
+
+# Print layout for the PDF route: A4 with modest margins; never split a figure; wrap long lines.
+_PRINT_CSS = """
+@page { size: A4; margin: 12mm 10mm; }
+@media print {
+  body { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  .jp-OutputArea-output img { max-width: 100% !important; height: auto; }
+  .jp-OutputArea-output img, .jp-RenderedImage { break-inside: avoid; page-break-inside: avoid; }
+  /* Paper cannot scroll sideways: wrap long code and text-output lines instead of cutting them. */
+  pre, .highlight pre, .jp-OutputArea-output pre {
+    white-space: pre-wrap !important; overflow-wrap: anywhere; word-break: break-word;
+  }
+  .jp-InputArea-editor, .jp-OutputArea-output, .highlight { overflow: visible !important; }
+}
+"""
+
+
+class ReportError(RuntimeError):
+    """A report could not be produced."""
+
+
+class ReportToolMissingError(ReportError):
+    """A system tool needed for an export format is not installed."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_format(fmt: str) -> str:
+    fmt = fmt.lower()
+    if fmt not in ("html", "pdf"):
+        raise ValueError(f"unknown report format {fmt!r}; expected 'html' or 'pdf'")
+    return fmt
+
+
+def _default_out(notebook_path: Path, suffix: str) -> Path:
+    return notebook_path.with_suffix(suffix)
+
+
+def _strip_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop widget outputs and widget-state metadata (not renderable in a static report)."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        outputs = cell.get("outputs", [])
+        kept = [o for o in outputs if WIDGET_VIEW_MIME not in o.get("data", {})]
+        if len(kept) != len(outputs):
+            cell.outputs = kept
+    return nb
+
+
+def _read_notebook(notebook_path: Path) -> nbformat.NotebookNode:
+    if not notebook_path.is_file():
+        raise FileNotFoundError(f"notebook not found: {notebook_path}")
+    try:
+        nb = nbformat.read(notebook_path, as_version=4)
+    except Exception as exc:  # malformed JSON, wrong nbformat version, ...
+        raise ReportError(f"cannot read notebook {notebook_path}: {exc}") from exc
+    return _strip_widgets(nb)
+
+
+# Jinja templates layered on nbconvert's ``lab`` template.  Both drop require.js: it is a
+# *blocking* <script> from a CDN that only serves widgets / JavaScript outputs, which a static
+# report cannot run anyway; on a network that silently drops packets it blanks the page until
+# the browser gives up.  The PDF variant also drops MathJax (same blocking CDN load, and it
+# would typeset after Chromium has printed) unless a MathJax URL is given explicitly.
+_REPORT_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+"""
+_PDF_TEMPLATE_NO_MATH = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+"""
+
+
+def _render_html(
+    notebook_path: Path,
+    hide_input: bool,
+    mathjax_url: str | None,
+    for_pdf: bool = False,
+) -> str:
+    # Imported lazily: nbconvert is an optional ("notebooks") dependency of the core package.
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    nb = _read_notebook(notebook_path)
+
+    c = Config()
+    # TagRemovePreprocessor is among HTMLExporter's default preprocessors; configure and enable it.
+    c.TagRemovePreprocessor.enabled = True
+    c.TagRemovePreprocessor.remove_cell_tags = set(REMOVE_CELL_TAGS)
+    c.TagRemovePreprocessor.remove_input_tags = set(REMOVE_INPUT_TAGS)
+    c.TagRemovePreprocessor.remove_all_outputs_tags = set(REMOVE_OUTPUT_TAGS)
+
+    mathjax_url = mathjax_url or os.environ.get("FEDPRUNE_MATHJAX_URL")
+    template = _PDF_TEMPLATE_NO_MATH if (for_pdf and not mathjax_url) else _REPORT_TEMPLATE
+    exporter = HTMLExporter(
+        config=c,
+        template_name="lab",
+        extra_loaders=[DictLoader({"fedprune_report.html.j2": template})],
+    )
+    exporter.template_file = "fedprune_report.html.j2"
+    exporter.embed_images = True
+    exporter.exclude_input = hide_input
+    exporter.exclude_input_prompt = hide_input
+    exporter.exclude_output_prompt = hide_input
+    if mathjax_url:
+        exporter.mathjax_url = mathjax_url
+
+    resources = {
+        "metadata": {"name": notebook_path.stem, "path": str(notebook_path.parent.resolve())},
+    }
+    try:
+        body, _ = exporter.from_notebook_node(nb, resources=resources)
+    except Exception as exc:
+        raise ReportError(f"HTML export of {notebook_path} failed: {type(exc).__name__}: {exc}") from exc
+    if for_pdf:
+        body = body.replace("</head>", f'<style type="text/css">{_PRINT_CSS}</style>\n</head>', 1)
+    return body
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def export_html(
+    notebook_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    hide_input: bool = True,
+    *,
+    mathjax_url: str | None = None,
+) -> Path:
+    """Export one notebook to a self-contained HTML report and return its path.
+
+    ``out_path`` defaults to ``<notebook dir>/<stem>.html``.  With ``hide_input`` (default)
+    code cells' source and all ``In []`` / ``Out []`` prompts are left out; markdown and
+    outputs stay.  Cell tags (see module docstring) are honoured either way.
+    """
+    notebook_path = Path(notebook_path)
+    out = Path(out_path) if out_path is not None else _default_out(notebook_path, ".html")
+    html = _render_html(notebook_path, hide_input, mathjax_url)
+    _atomic_write_text(out, html)
+    return out
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome executable usable for PDF printing, or None."""
+    env = os.environ.get("FEDPRUNE_CHROMIUM")
+    if env:
+        found = shutil.which(env)
+        return found  # an explicit but wrong setting is reported, not silently replaced
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _require_chromium() -> str:
+    exe = find_chromium()
+    if exe is None:
+        env = os.environ.get("FEDPRUNE_CHROMIUM")
+        what = (
+            f"FEDPRUNE_CHROMIUM={env!r} is not an executable"
+            if env
+            else "no 'chromium' executable on PATH (looked for: " + ", ".join(CHROMIUM_NAMES) + ")"
+        )
+        raise ReportToolMissingError(
+            f"PDF export needs a headless Chromium, but {what}. To install it, {PDF_INSTALL_HINT}."
+        )
+    return exe
+
+
+def _run_chromium(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    # Own process group, so that a timeout also ends Chromium's helper processes.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise ReportError(f"Chromium did not finish printing within {timeout:.0f} s: {' '.join(cmd)}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def export_pdf(
+    notebook_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    hide_input: bool = True,
+    *,
+    mathjax_url: str | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """Export one notebook to PDF (HTML report printed by headless Chromium).
+
+    ``out_path`` defaults to ``<notebook dir>/<stem>.pdf``.  Raises
+    :class:`ReportToolMissingError` naming ``make pdf-deps`` / ``scripts/install_pdf_deps.sh``
+    when Chromium is not installed.  ``timeout`` (seconds, default 180 or
+    ``FEDPRUNE_PDF_TIMEOUT``) bounds one print.
+    """
+    notebook_path = Path(notebook_path)
+    out = Path(out_path) if out_path is not None else _default_out(notebook_path, ".pdf")
+    exe = _require_chromium()
+    if timeout is None:
+        timeout = float(os.environ.get("FEDPRUNE_PDF_TIMEOUT", DEFAULT_PDF_TIMEOUT))
+
+    html = _render_html(notebook_path, hide_input, mathjax_url, for_pdf=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fedprune-pdf-") as tmp:
+        tmpdir = Path(tmp)
+        html_file = tmpdir / f"{notebook_path.stem}.html"
+        html_file.write_text(html, encoding="utf-8")
+        pdf_tmp = tmpdir / "out.pdf"
+        profile = tmpdir / "profile"
+        cmd = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-extensions",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--no-pdf-header-footer",
+            # Give up on a page that never finishes loading (e.g. an unreachable mathjax_url).
+            "--timeout=30000",
+            # Let page scripts (a local MathJax, if given) finish before printing; virtual
+            # time is fast-forwarded while the page is idle, so this costs little.
+            "--virtual-time-budget=10000",
+            f"--user-data-dir={profile}",
+            f"--print-to-pdf={pdf_tmp}",
+            html_file.resolve().as_uri(),
+        ]
+        proc = _run_chromium(cmd, timeout)
+        if not pdf_tmp.is_file() or pdf_tmp.stat().st_size == 0:
+            tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+            raise ReportError(
+                f"Chromium produced no PDF for {notebook_path} (exit code {proc.returncode}).\n"
+                f"command: {' '.join(cmd)}\nstderr (last lines):\n{tail}"
+            )
+        data = pdf_tmp.read_bytes()
+        if not data.startswith(b"%PDF-"):
+            raise ReportError(f"Chromium wrote something that is not a PDF for {notebook_path}")
+        if b"/Font" not in data and b"/XObject" not in data:
+            # Seen when a blocking <script> (e.g. an unreachable --mathjax-url) stalls the page
+            # until --timeout: Chromium then prints one empty Letter page and exits 0.
+            raise ReportError(
+                f"Chromium printed a blank page for {notebook_path}: the page did not finish "
+                f"loading (an unreachable script URL such as mathjax_url={mathjax_url!r}?) "
+                "or the notebook has no visible content."
+            )
+        # Copy next to the target first, then rename: no half-written PDF on failure.
+        staged = out.with_name(f".{out.name}.tmp")
+        shutil.copyfile(pdf_tmp, staged)
+        os.replace(staged, out)
+    return out
+
+
+def export_reports(
+    paths: Iterable[str | os.PathLike],
+    fmt: str = "html",
+    hide_input: bool = True,
+    *,
+    mathjax_url: str | None = None,
+) -> list[Path]:
+    """Export many notebooks (each beside itself); return the report paths in input order.
+
+    Every notebook is attempted; if any fail, a :class:`ReportError` listing all failures is
+    raised at the end.  A missing PDF tool is reported at once, before any work.
+    """
+    fmt = _check_format(fmt)
+    paths = [Path(p) for p in paths]
+    if fmt == "pdf":
+        _require_chromium()
+    export = export_html if fmt == "html" else export_pdf
+    done: list[Path] = []
+    failures: list[str] = []
+    for nb_path in paths:
+        try:
+            done.append(export(nb_path, hide_input=hide_input, mathjax_url=mathjax_url))
+        except ReportToolMissingError:
+            raise
+        except (ReportError, FileNotFoundError) as exc:
+            failures.append(f"{nb_path}: {exc}")
+    if failures:
+        raise ReportError(
+            f"{len(failures)} of {len(paths)} {fmt.upper()} report(s) failed:\n" + "\n".join(failures)
+        )
+    return done
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _expand(args: Sequence[str], skip_missing: bool) -> list[Path]:
+    """Existing paths as given; unmatched args with glob characters are globbed here
+    (so the Makefile can pass patterns that the shell left unexpanded)."""
+    found: list[Path] = []
+    for arg in args:
+        if Path(arg).exists():
+            found.append(Path(arg))
+            continue
+        matches = sorted(glob.glob(arg)) if glob.has_magic(arg) else []
+        if matches:
+            found.extend(Path(m) for m in matches)
+        elif not skip_missing:
+            raise FileNotFoundError(f"notebook not found: {arg}")
+    unique: list[Path] = []
+    for p in found:
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fedprune_core.reports",
+        description="Export executed notebooks to self-contained HTML or PDF reports "
+        "(written beside each notebook as <stem>.html / <stem>.pdf).",
+    )
+    parser.add_argument("format", choices=("html", "pdf"), help="report format")
+    parser.add_argument("notebooks", nargs="+", metavar="NOTEBOOK",
+                        help="notebook paths (glob patterns allowed)")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="output file (only with a single notebook)")
+    parser.add_argument("--show-input", action="store_true",
+                        help="include code cells' source and prompts (hidden by default)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="ignore paths/patterns that match no file "
+                        "(fail only if nothing at all is left)")
+    parser.add_argument("--mathjax-url", metavar="URL",
+                        help="MathJax URL (default: env FEDPRUNE_MATHJAX_URL or nbconvert's CDN)")
+    args = parser.parse_args(argv)
+
+    try:
+        notebooks = _expand(args.notebooks, args.skip_missing)
+        if not notebooks:
+            print(f"reports: no notebooks found matching: {' '.join(args.notebooks)} "
+                  "(execute the experiment / analysis notebooks first)", file=sys.stderr)
+            return 1
+        if args.output and len(notebooks) != 1:
+            parser.error("--output needs exactly one notebook")
+        hide = not args.show_input
+        if args.output:
+            export = export_html if args.format == "html" else export_pdf
+            outs = [export(notebooks[0], args.output, hide, mathjax_url=args.mathjax_url)]
+        else:
+            outs = export_reports(notebooks, args.format, hide, mathjax_url=args.mathjax_url)
+    except (ReportError, FileNotFoundError) as exc:
+        print(f"reports: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ReportToolMissingError) else 1
+    for out in outs:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

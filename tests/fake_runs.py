@@ -1,0 +1,151 @@
+"""Fake but contract-shaped run folders for the analysis tests.
+
+The numbers are chosen so the expected statistics can be worked out by hand (see ACCURACY).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+NUM_CLIENTS = 4
+CLIENTS_PER_ROUND = 2
+NUM_CLASSES = 10
+MODEL_PARAMS = 100_000
+DENSE_BYTES = 4 * MODEL_PARAMS  # one dense update
+DENSE_FLOPS = 5e8  # one client's local training of the full model
+NAN = float("nan")
+
+# Test accuracy (%) per round; round 2 is not evaluated.
+ACCURACY = {
+    ("FedAvg", 0): [50.0, NAN, 85.0, 91.0, 92.0],  # reaches 90 at round 4
+    ("FedAvg", 1): [55.0, NAN, 89.0, 89.5, 94.0],  # round 5
+    ("Hybrid(structured+topk 0.9)", 0): [40.0, NAN, 70.0, 80.0, 85.0],  # never
+    ("Hybrid(structured+topk 0.9)", 1): [45.0, NAN, 75.0, 88.0, 90.0],  # round 5 (== target)
+}
+# Fraction of the dense bytes and FLOPs a method's client uses.
+BYTE_FRACTION = {"FedAvg": 1.0, "Hybrid(structured+topk 0.9)": 0.1}
+FLOP_FRACTION = {"FedAvg": 1.0, "Hybrid(structured+topk 0.9)": 0.6}
+WALL_TIME = {("FedAvg", 0): 10.0, ("FedAvg", 1): 12.0,
+             ("Hybrid(structured+topk 0.9)", 0): 6.0, ("Hybrid(structured+topk 0.9)", 1): 7.0}
+
+
+def run_name(label: str, seed: int) -> str:
+    return f"{'fedavg' if label == 'FedAvg' else 'hybrid'}_s{seed}"
+
+
+def write_run(results_dir: Path, label: str, seed: int, accuracy: list[float],
+              wall_time: float = 10.0, finished: bool = True) -> Path:
+    """Write one run folder; without summary.json when not `finished`."""
+    prunes = label != "FedAvg"
+    folder = Path(results_dir) / run_name(label, seed)
+    folder.mkdir(parents=True)
+    config = {"run_name": folder.name, "seed": seed, "rounds": len(accuracy), "pruning": prunes,
+              "pruning_mode": "structured", "pruning_ratio": 0.4 if prunes else 0.0,
+              "sparsification": prunes, "sparsify_method": "topk",
+              "sparsity_ratio": 0.9 if prunes else 0.0, "error_feedback": True,
+              "label": None, "dataset": "mnist", "partition": "shards",
+              "_meta": {"git_commit": "abc123", "created": "2025-01-01T00:00:00"}}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    metrics = _metrics(accuracy, BYTE_FRACTION[label], FLOP_FRACTION[label], wall_time)
+    metrics.to_csv(folder / "metrics.csv", index=False)
+    _clients(len(accuracy), seed, prunes).to_csv(folder / "clients.csv", index=False)
+    _partition().to_csv(folder / "partition.csv", index=False)
+    if finished:
+        summary = _summary(folder.name, label, seed, metrics)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    return folder
+
+
+def _metrics(accuracy, byte_fraction, flop_fraction, wall_time) -> pd.DataFrame:
+    rounds = len(accuracy)
+    df = pd.DataFrame({"round": range(1, rounds + 1), "test_accuracy": accuracy})
+    df["test_loss"] = [NAN if math.isnan(a) else (100 - a) / 50 for a in accuracy]
+    df["train_loss"] = df["test_loss"].bfill()
+    df["avg_transmitted_ratio"] = byte_fraction
+    df["avg_pruning_ratio"] = 0.0 if flop_fraction == 1.0 else 0.4
+    df["avg_round_time_sec"] = wall_time / rounds / CLIENTS_PER_ROUND
+    df["uplink_dense_bytes"] = CLIENTS_PER_ROUND * DENSE_BYTES
+    df["uplink_bytes"] = df["uplink_dense_bytes"] * byte_fraction
+    df["cumulative_uplink_bytes"] = df["uplink_bytes"].cumsum()
+    df["downlink_bytes"] = CLIENTS_PER_ROUND * DENSE_BYTES
+    df["cumulative_downlink_bytes"] = df["downlink_bytes"].cumsum()
+    df["dense_client_train_flops"] = CLIENTS_PER_ROUND * DENSE_FLOPS
+    df["client_train_flops"] = df["dense_client_train_flops"] * flop_fraction
+    df["cumulative_client_train_flops"] = df["client_train_flops"].cumsum()
+    df["cumulative_dense_client_train_flops"] = df["dense_client_train_flops"].cumsum()
+    df["simulated_round_time_sec"] = 2.0 * flop_fraction
+    df["cumulative_simulated_time_sec"] = df["simulated_round_time_sec"].cumsum()
+    df["wall_time_sec"] = wall_time / rounds
+    df["elapsed_sec"] = df["wall_time_sec"].cumsum()
+    df["eval_time_sec"] = 0.01
+    return df
+
+
+def _clients(rounds: int, seed: int, prunes: bool) -> pd.DataFrame:
+    rows = []
+    for rnd in range(1, rounds + 1):
+        for k in range(CLIENTS_PER_ROUND):
+            cid = (rnd + k + seed) % NUM_CLIENTS
+            ratio = 0.1 * (cid + 1) if prunes else 0.0  # weaker clients (higher id) prune more
+            trained = int(MODEL_PARAMS * (1 - ratio))
+            rows.append({"round": rnd, "client_id": cid, "num_samples": 150,
+                         "pruning_ratio": ratio, "trained_params": trained,
+                         "sent_params": trained // 10 if prunes else trained,
+                         "transmitted_ratio": 0.1 if prunes else 1.0,
+                         "uplink_bytes": DENSE_BYTES // 10 if prunes else DENSE_BYTES,
+                         "downlink_bytes": DENSE_BYTES, "train_flops": DENSE_FLOPS * (1 - ratio),
+                         "train_loss": 0.5, "update_time_sec": 1.0, "simulated_time_sec": 1.0,
+                         "compute_gflops": 1.0 + cid, "uplink_mbps": 10.0, "downlink_mbps": 50.0})
+    return pd.DataFrame(rows)
+
+
+def _partition() -> pd.DataFrame:
+    """Label-skew shards: client c holds classes 2c and 2c+1 (and client 3 also 8, 9)."""
+    rows = []
+    for cid in range(NUM_CLIENTS):
+        counts = [0] * NUM_CLASSES
+        for cls in (2 * cid, 2 * cid + 1) + ((8, 9) if cid == NUM_CLIENTS - 1 else ()):
+            counts[cls] = 75
+        rows.append({"client_id": cid, **{f"class_{i}": n for i, n in enumerate(counts)},
+                     "total": sum(counts)})
+    return pd.DataFrame(rows)
+
+
+def _summary(name: str, label: str, seed: int, metrics: pd.DataFrame) -> dict:
+    acc = metrics["test_accuracy"]
+    last = metrics.iloc[-1]
+    uplink_mb = last["cumulative_uplink_bytes"] / 1e6
+    dense_mb = metrics["uplink_dense_bytes"].sum() / 1e6
+    gflops = last["cumulative_client_train_flops"] / 1e9
+    dense_gflops = last["cumulative_dense_client_train_flops"] / 1e9
+    return {"run_name": name, "label": label, "seed": seed, "rounds_completed": len(metrics),
+            "final_test_accuracy": float(acc.dropna().iloc[-1]),
+            "best_test_accuracy": float(acc.max()),
+            "best_round": int(metrics["round"][acc.idxmax()]),
+            "final_test_loss": float(metrics["test_loss"].dropna().iloc[-1]),
+            "total_uplink_mb": uplink_mb, "total_uplink_dense_mb": dense_mb,
+            "compression_x": dense_mb / uplink_mb,
+            "total_downlink_mb": last["cumulative_downlink_bytes"] / 1e6,
+            "total_client_train_gflops": gflops, "total_dense_client_train_gflops": dense_gflops,
+            "flop_saving_pct": 100 * (1 - gflops / dense_gflops),
+            "wall_time_sec": float(last["elapsed_sec"]),
+            "simulated_time_sec": float(last["cumulative_simulated_time_sec"]),
+            "artifacts": {"metrics": "metrics.csv", "summary": "summary.json"}}
+
+
+def make_fake_results(results_dir: Path, labels: tuple[str, ...] | None = None) -> Path:
+    """2 labels x 2 seeds of finished runs (or only `labels`), plus folders that are not runs."""
+    results_dir = Path(results_dir)
+    for (label, seed), accuracy in ACCURACY.items():
+        if labels is None or label in labels:
+            write_run(results_dir, label, seed, accuracy, WALL_TIME[(label, seed)])
+    (results_dir / "bench").mkdir(parents=True, exist_ok=True)
+    (results_dir / "bench" / "timings.csv").write_text("what,seconds\nround,1.0\n")
+    (results_dir / "batch_ablations").mkdir(exist_ok=True)
+    (results_dir / "batch_ablations" / "batch.json").write_text('{"runs": []}')
+    (results_dir / ".gitkeep").write_text("")
+    return results_dir

@@ -1,0 +1,220 @@
+"""Tests of fedprune_core.analysis on fake run folders whose statistics are worked out by hand."""
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fedprune_core import analysis
+from fake_runs import ACCURACY, make_fake_results, write_run
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
+HYBRID = "Hybrid(structured+topk 0.9)"
+T_975_1 = 12.706204736174707  # Student-t 97.5% quantile, 1 degree of freedom
+T_975_2 = 4.302652729749464  # 2 degrees of freedom
+
+
+@pytest.fixture
+def results(tmp_path):
+    return make_fake_results(tmp_path / "results")
+
+
+@pytest.fixture
+def runs(results):
+    return analysis.load_runs(results)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    results = make_fake_results(tmp_path_factory.mktemp("analyze") / "results")
+    return analysis.analyze(results, target_accuracy=90.0)
+
+
+# ---------------------------------------------------------------- loading
+
+def test_load_runs_reads_only_finished_run_folders(runs):
+    assert list(runs.summaries["run_name"]) == ["fedavg_s0", "fedavg_s1", "hybrid_s0", "hybrid_s1"]
+    assert list(runs.summaries["label"]) == ["FedAvg", "FedAvg", HYBRID, HYBRID]
+    assert list(runs.summaries["seed"]) == [0, 1, 0, 1]
+    assert set(runs.summaries["dataset"]) == {"mnist"}  # config fields are joined in
+    assert "_meta" not in runs.summaries and "artifacts" not in runs.summaries
+    assert len(runs.metrics) == 4 * 5 and len(runs.clients) == 4 * 5 * 2
+    assert len(runs.partitions) == 4 * 4
+    last = runs.metrics[(runs.metrics["run_name"] == "hybrid_s1") & (runs.metrics["round"] == 5)]
+    assert last["cumulative_uplink_mb"].item() == pytest.approx(0.4)  # 5 rounds x 2 x 40 kB
+    assert last["cumulative_client_train_gflops"].item() == pytest.approx(3.0)
+
+
+def test_unfinished_run_is_skipped_with_a_warning(results):
+    write_run(results, HYBRID, 2, [10.0, 20.0], finished=False)
+    with pytest.warns(UserWarning, match="hybrid_s2"):
+        runs = analysis.load_runs(results)
+    assert "hybrid_s2" not in set(runs.summaries["run_name"])
+    assert "hybrid_s2" not in set(runs.metrics["run_name"])
+
+
+def test_no_finished_run_is_an_error_naming_the_folder(tmp_path):
+    write_run(tmp_path, "FedAvg", 0, [50.0], finished=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path.resolve()))):
+            analysis.load_runs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        analysis.load_runs(tmp_path / "missing")
+
+
+def test_pooling_runs_with_different_configs_warns(results):
+    config_path = results / "fedavg_s1" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "dataset": "cifar10"}))
+    with pytest.warns(UserWarning, match="'FedAvg' differ in dataset"):
+        analysis.load_runs(results)
+
+
+# ---------------------------------------------------------------- statistics and tables
+
+def test_mean_ci_is_the_student_t_interval():
+    mean, half, n = analysis.mean_ci([92.0, 94.0])  # sd sqrt(2), standard error 1
+    assert (mean, n) == (93.0, 2) and half == pytest.approx(T_975_1)
+    mean, half, n = analysis.mean_ci([1.0, 2.0, float("nan"), 3.0])  # NaN ignored; sd 1
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(T_975_2 / math.sqrt(3))
+    mean, half, n = analysis.mean_ci([91.5])
+    assert (mean, n) == (91.5, 1) and math.isnan(half)
+    assert analysis.mean_ci([])[2] == 0
+
+
+def test_rounds_to_target_is_the_first_round_at_or_above_it(runs):
+    rounds = analysis.rounds_to_target(runs.metrics, 90.0)
+    assert rounds["fedavg_s0"] == 4 and rounds["fedavg_s1"] == 5
+    assert math.isnan(rounds["hybrid_s0"])  # never reaches 90
+    assert rounds["hybrid_s1"] == 5  # exactly 90.0 counts
+    # Round 2 is not evaluated (NaN), so a low target is first met in round 1.
+    assert analysis.rounds_to_target(runs.metrics, 40.0).tolist() == [1, 1, 1, 1]
+    assert analysis.rounds_to_target(runs.metrics, 60.0)["hybrid_s0"] == 3
+
+
+def test_method_table_matches_hand_computed_values(runs):
+    table = analysis.method_table(runs, target_accuracy=90.0).set_index("Method")
+    assert list(table.index) == ["FedAvg", HYBRID]
+    fedavg, hybrid = table.loc["FedAvg"], table.loc[HYBRID]
+    assert fedavg["Seeds"] == 2
+    # FedAvg finals 92, 94: mean 93, half-width t * sqrt(2) / sqrt(2).
+    assert fedavg["Final acc. (%)"] == f"93.00 ± {T_975_1:.2f}" == "93.00 ± 12.71"
+    # Hybrid finals 85, 90: standard error 2.5.
+    assert hybrid["Best acc. (%)"] == f"87.50 ± {T_975_1 * 2.5:.2f}"
+    assert fedavg["Rounds to 90%"] == f"4.5 ± {T_975_1 * 0.5:.1f}"  # rounds 4 and 5
+    assert hybrid["Rounds to 90%"] == "5 (1/2 seeds)"
+    assert (fedavg["Uplink (MB)"], hybrid["Uplink (MB)"]) == ("4.00", "0.40")
+    assert (fedavg["Compression (×)"], hybrid["Compression (×)"]) == ("1.0", "10.0")
+    assert (fedavg["FLOP saving (%)"], hybrid["FLOP saving (%)"]) == ("0.0", "40.0")
+    assert (fedavg["Wall time (s)"], hybrid["Wall time (s)"]) == ("11.0", "6.5")
+
+
+def test_one_seed_shows_the_mean_without_an_interval(tmp_path):
+    for label in ("FedAvg", HYBRID):
+        write_run(tmp_path, label, 0, ACCURACY[(label, 0)])
+    runs = analysis.load_runs(tmp_path)
+    table = analysis.method_table(runs, 90.0).set_index("Method")
+    assert table.loc["FedAvg", "Seeds"] == 1
+    assert table.loc["FedAvg", "Final acc. (%)"] == "92.00"
+    assert table.loc["FedAvg", "Rounds to 90%"] == "4"
+    assert table.loc[HYBRID, "Rounds to 90%"] == "not reached"
+    stats = analysis.label_stats(runs, 90.0).set_index(["label", "metric"])
+    assert stats.loc[("FedAvg", "final_test_accuracy"), "n"] == 1
+    assert math.isnan(stats.loc[("FedAvg", "final_test_accuracy"), "ci95"])
+
+
+def test_accuracy_curves_pool_seeds_per_round(runs):
+    curves = analysis.accuracy_curves(runs.metrics, "cumulative_uplink_mb")
+    fedavg = curves[curves["label"] == "FedAvg"].set_index("round")
+    assert 2 not in fedavg.index  # not evaluated
+    assert fedavg.loc[3, "mean"] == pytest.approx(87.0) and fedavg.loc[3, "n"] == 2
+    assert fedavg.loc[3, "x"] == pytest.approx(2.4)  # 3 rounds x 0.8 MB
+
+
+def test_write_table_writes_csv_markdown_and_booktabs_latex(runs, tmp_path):
+    paths = analysis.write_table(analysis.method_table(runs, 90.0), tmp_path, "methods")
+    assert set(paths) == {"csv", "md", "tex"} and all(p.exists() for p in paths.values())
+    header = paths["md"].read_text().splitlines()[0]
+    assert header.startswith("| Method") and "Final acc. (%)" in header
+    assert " 93.00 ± 12.71 |" in paths["md"].read_text()
+    tex = paths["tex"].read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert rule in tex
+    assert r"93.00 $\pm$ 12.71" in tex and r"Final acc. (\%)" in tex
+    assert "±" not in tex
+    assert paths["csv"].read_text().splitlines()[0].startswith("Method,Seeds,")
+
+
+# ---------------------------------------------------------------- figures and analyze()
+
+def _png_dpi(path: Path) -> float:
+    from PIL import Image
+    with Image.open(path) as image:
+        return image.info["dpi"][0]
+
+
+FIGURES = ("accuracy_vs_round", "accuracy_vs_uplink", "accuracy_vs_flops",
+           "client_pruning_ratios", "partition")
+TABLES = ("methods", "methods_stats", "runs")
+
+
+def test_analyze_writes_every_table_and_figure(outputs):
+    out_dir = outputs["out_dir"]
+    assert out_dir.name == "analysis"
+    assert set(outputs["figures"]) == set(FIGURES) and set(outputs["tables"]) == set(TABLES)
+    for name in FIGURES:
+        png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+        assert outputs["figures"][name] == {"png": png, "pdf": pdf}
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert _png_dpi(png) == pytest.approx(300, abs=0.5)
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+    for name in TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (out_dir / f"{name}.{ext}").stat().st_size > 0
+
+
+def test_analyze_again_ignores_its_own_output_folder(outputs):
+    again = analysis.analyze(outputs["out_dir"].parent)
+    runs = (again["out_dir"] / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 4
+
+
+def test_pruning_figure_without_pruning_runs_is_a_note(tmp_path):
+    make_fake_results(tmp_path, labels=("FedAvg",))
+    runs = analysis.load_runs(tmp_path)
+    paths = analysis.plot_client_pruning(runs, tmp_path / "out")
+    assert paths["png"].exists() and paths["pdf"].exists()
+
+
+# ---------------------------------------------------------------- the notebook
+
+def test_notebook_is_thin_clean_and_parameterized():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    import papermill
+    params = papermill.inspect_notebook(str(NOTEBOOK))
+    assert params["results_dir"]["default"] == '"results"'
+    assert params["target_accuracy"]["default"] == "90.0"
+    assert params["out_dir"]["default"] == "None"
+
+
+def test_notebook_runs_under_papermill(tmp_path):
+    import papermill
+    results = make_fake_results(tmp_path / "results")
+    out_dir = tmp_path / "tables"
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "analysis.ipynb"),
+                               parameters={"results_dir": str(results), "out_dir": str(out_dir),
+                                           "target_accuracy": 90.0},
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    methods = (out_dir / "methods.md").read_text()
+    assert "93.00 ± 12.71" in methods
+    assert (out_dir / "methods.tex").exists() and (out_dir / "partition.png").exists()

@@ -1,0 +1,190 @@
+"""Tests for fedprune_core.reports (HTML / PDF export of executed notebooks)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from fedprune_core import reports
+from fedprune_core.reports import (
+    ReportError,
+    ReportToolMissingError,
+    export_html,
+    export_pdf,
+    export_reports,
+    find_chromium,
+)
+
+# Markers: *_SRC only ever appear in cell sources, *_OUT only in outputs.
+PRINTED_OUT = "fedprune-report-printed-text-3141"
+PRINTED_SRC = "printed_source_marker_2718"
+HIDDEN_SRC = "hidden_cell_marker_1618"
+HIDDEN_OUT = "HIDDEN-CELL-OUTPUT-1618"
+RMINPUT_SRC = "removed_input_marker_1414"
+RMINPUT_OUT = "KEPT-OUTPUT-OF-REMOVE-INPUT-1414"
+FIGURE_SRC = "figure_source_marker_1732"
+HEADING = "FedPrune test report heading"
+
+
+def _build_notebook() -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        new_markdown_cell(f"# {HEADING}\n\nSome *markdown* text describing the run."),
+        new_code_cell(f"{HIDDEN_SRC} = 1\nprint('{HIDDEN_OUT}')", metadata={"tags": ["hide"]}),
+        new_code_cell(
+            f"{RMINPUT_SRC} = 'KEPT-OUTPUT-OF-' + 'REMOVE-INPUT-1414'\nprint({RMINPUT_SRC})",
+            metadata={"tags": ["remove-input"]},
+        ),
+        new_code_cell(
+            f"{PRINTED_SRC} = '-'.join(['fedprune', 'report', 'printed', 'text', '3141'])\n"
+            f"print({PRINTED_SRC})"
+        ),
+        new_code_cell(
+            "import matplotlib\n"
+            "import matplotlib.pyplot as plt\n"
+            f"{FIGURE_SRC} = [0.9, 0.6, 0.45, 0.4, 0.38]\n"
+            "fig, ax = plt.subplots(figsize=(5, 3))\n"
+            f"ax.plot(range(1, 6), {FIGURE_SRC}, marker='o', label='loss')\n"
+            "ax.set_xlabel('round'); ax.set_ylabel('loss'); ax.set_title('Training loss'); ax.legend()\n"
+            "plt.show()"
+        ),
+    ]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def executed_nb(tmp_path_factory) -> Path:
+    """The test notebook, executed with the venv's `python3` kernel."""
+    d = tmp_path_factory.mktemp("report_nb")
+    nb = _build_notebook()
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(d)}}
+    )
+    client.execute()
+    path = d / "experiment.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _html_text(path: Path) -> str:
+    assert path.is_file(), f"{path} was not written"
+    return path.read_text(encoding="utf-8")
+
+
+def test_notebook_executed_with_png(executed_nb):
+    nb = nbformat.read(executed_nb, as_version=4)
+    mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.outputs for m in o.get("data", {})}
+    assert "image/png" in mimes
+
+
+def test_html_hides_input_by_default(executed_nb):
+    out = export_html(executed_nb)
+    assert out == executed_nb.with_suffix(".html")  # beside the notebook, <stem>.html
+    html = _html_text(out)
+    assert HEADING in html
+    assert PRINTED_OUT in html
+    assert re.search(r'src="data:image/png;base64,[A-Za-z0-9+/=\s]{500,}"', html), "no embedded PNG"
+    for src in (PRINTED_SRC, FIGURE_SRC, RMINPUT_SRC, HIDDEN_SRC):
+        assert src not in html, f"code source {src!r} leaked into the hidden-input report"
+    assert "In&nbsp;[" not in html and "In [" not in html  # prompts hidden
+    assert "require.min.js" not in html  # no blocking CDN script in the self-contained report
+    # tags: `hide` drops the whole cell, `remove-input` keeps the output
+    assert HIDDEN_OUT not in html
+    assert RMINPUT_OUT in html
+
+
+def test_html_shows_input_when_asked(executed_nb, tmp_path):
+    out = export_html(executed_nb, tmp_path / "sub" / "with_code.html", hide_input=False)
+    assert out == tmp_path / "sub" / "with_code.html"
+    html = _html_text(out)
+    assert PRINTED_SRC in html and FIGURE_SRC in html
+    assert PRINTED_OUT in html
+    assert "data:image/png;base64," in html
+    # tags are honoured also when inputs are shown
+    assert HIDDEN_SRC not in html and HIDDEN_OUT not in html
+    assert RMINPUT_SRC not in html and RMINPUT_OUT in html
+
+
+def test_html_survives_broken_widget_state(tmp_path):
+    """Widget outputs/state (e.g. tqdm.auto bars) must not break or clutter the export."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # Missing the required "state" key: nbformat-invalid, which nbconvert would reject.
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"version_major": 2}}
+    widget = new_output(
+        "display_data",
+        data={
+            "application/vnd.jupyter.widget-view+json": {
+                "model_id": "abc123", "version_major": 2, "version_minor": 0,
+            },
+            "text/plain": "  0%|          | 0/10 [00:00<?, ?it/s]",
+        },
+    )
+    text = new_output("stream", name="stdout", text="after-the-widget-output\n")
+    nb.cells = [new_code_cell("bar()", outputs=[widget, text], execution_count=1)]
+    path = tmp_path / "widgets.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")  # bypass nbformat's validation on write
+
+    html = _html_text(export_html(path))
+    assert "after-the-widget-output" in html
+    assert "widget-view+json" not in html
+    assert "widget-state+json" not in html
+
+
+def test_export_reports_and_cli(executed_nb, tmp_path, capsys):
+    outs = export_reports([executed_nb], fmt="html")
+    assert outs == [executed_nb.with_suffix(".html")]
+    with pytest.raises(ValueError):
+        export_reports([executed_nb], fmt="docx")
+    with pytest.raises(ReportError, match="1 of 2"):
+        export_reports([executed_nb, tmp_path / "missing.ipynb"], fmt="html")
+
+    # CLI: patterns left unexpanded by the shell are globbed; --skip-missing ignores non-matches
+    pattern = str(executed_nb.parent / "*.ipynb")
+    rc = reports.main(["html", "--skip-missing", str(tmp_path / "nope" / "analysis.ipynb"), pattern])
+    assert rc == 0
+    assert str(executed_nb.with_suffix(".html")) in capsys.readouterr().out
+    assert reports.main(["html", str(tmp_path / "nope.ipynb")]) == 1
+    assert reports.main(["html", "--skip-missing", str(tmp_path / "nope" / "*.ipynb")]) == 1
+    out = tmp_path / "cli.html"
+    assert reports.main(["html", "--show-input", "-o", str(out), str(executed_nb)]) == 0
+    assert PRINTED_SRC in _html_text(out)
+
+
+def test_pdf_missing_tool_error_names_installer(executed_nb, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDPRUNE_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    with pytest.raises(ReportToolMissingError) as exc:
+        export_pdf(executed_nb, tmp_path / "x.pdf")
+    msg = str(exc.value)
+    assert "chromium" in msg.lower()
+    assert "make pdf-deps" in msg and "scripts/install_pdf_deps.sh" in msg
+    assert not (tmp_path / "x.pdf").exists()
+    assert reports.main(["pdf", str(executed_nb)]) == 2
+
+
+def _pdf_page_count(data: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))
+
+
+def test_pdf_export(executed_nb, tmp_path):
+    if find_chromium() is None:
+        pytest.skip(
+            "optional system dependency missing: headless Chromium (Debian package 'chromium'); "
+            "install with `make pdf-deps` / scripts/install_pdf_deps.sh"
+        )
+    out = export_pdf(executed_nb)
+    assert out == executed_nb.with_suffix(".pdf")
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert _pdf_page_count(data) > 0
+
+    out2 = export_pdf(executed_nb, tmp_path / "code.pdf", hide_input=False)
+    data2 = out2.read_bytes()
+    assert data2.startswith(b"%PDF") and _pdf_page_count(data2) > 0

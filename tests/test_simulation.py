@@ -1,0 +1,131 @@
+"""End-to-end runs on real MNIST (10% of it, a few clients): artifacts, determinism, safety."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fedprune_core.artifacts import RunExistsError
+from fedprune_core.client import DivergenceError
+from fedprune_core.config import ConfigError
+from fedprune_core.simulation import run_experiment
+
+METRIC_COLUMNS = ["round", "test_accuracy", "test_loss", "train_loss", "avg_transmitted_ratio",
+                  "avg_pruning_ratio", "avg_round_time_sec", "uplink_bytes", "uplink_dense_bytes",
+                  "cumulative_uplink_bytes", "downlink_bytes", "client_train_flops",
+                  "simulated_round_time_sec"]
+TIMING = ["avg_round_time_sec", "wall_time_sec", "elapsed_sec", "eval_time_sec"]
+FILES = ["config.json", "metrics.csv", "clients.csv", "partition.csv", "run.log", "summary.json",
+         "final_model.pt", "accuracy_curve.png", "compression_pruning_curve.png",
+         "round_time_curve.png", "experiment_dashboard.png", "partition.png"]
+
+
+def test_two_round_run_writes_every_artifact(tiny_config):
+    result = run_experiment(tiny_config(run_name="hybrid"))
+    d = result.run_dir
+    for name in FILES:
+        assert (d / name).stat().st_size > 0, name
+    assert not (d / "checkpoint.pt").exists()
+    m = pd.read_csv(d / "metrics.csv")
+    assert list(m["round"]) == [1, 2] and set(METRIC_COLUMNS) <= set(m.columns)
+    assert m.test_accuracy.between(0, 100).all()
+    assert (m.cumulative_uplink_bytes == m.uplink_bytes.cumsum()).all()
+    assert (m.uplink_dense_bytes == 2 * 4 * 824_458).all()
+    assert (m.uplink_bytes < m.uplink_dense_bytes / 10).all()  # 95% sparsity
+    c = pd.read_csv(d / "clients.csv")
+    assert len(c) == 4 and c.groupby("round").uplink_bytes.sum().tolist() == m.uplink_bytes.tolist()
+    assert (c.train_flops < c.dense_train_flops).all()  # structured pruning saves compute
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == pytest.approx(m.test_accuracy.iloc[-1])
+    assert summary["total_uplink_mb"] == pytest.approx(m.uplink_bytes.sum() / 1e6)
+    assert summary["compression_x"] > 10
+    assert all((d / p).exists() or (d.parent.parent / p).exists() or
+               __import__("pathlib").Path(p).exists() for p in summary["artifacts"].values())
+    config = json.loads((d / "config.json").read_text())
+    assert config["sparsity_ratio"] == 0.95 and "torch" in config["_meta"]
+    with Image.open(d / "experiment_dashboard.png") as img:
+        assert round(img.info["dpi"][0]) == 300
+    log = (d / "run.log").read_text()
+    assert "Round   2/2" in log and "client" in log and "Finished" in log
+    model = torch.load(d / "final_model.pt")
+    assert model["state_dict"]["fc2.weight"].shape == (10, 256)
+
+
+def _numbers(path):
+    return pd.read_csv(path).drop(columns=TIMING, errors="ignore")
+
+
+@pytest.mark.parametrize("method", [dict(), dict(pruning_mode="unstructured", sparsify_method="random")])
+def test_same_seed_same_metrics(tiny_config, method):
+    a = run_experiment(tiny_config(run_name="a", **method))
+    b = run_experiment(tiny_config(run_name="b", **method))
+    pd.testing.assert_frame_equal(_numbers(a.run_dir / "metrics.csv"), _numbers(b.run_dir / "metrics.csv"))
+    c = run_experiment(tiny_config(run_name="c", seed=1, **method))
+    assert not _numbers(a.run_dir / "metrics.csv").equals(_numbers(c.run_dir / "metrics.csv"))
+
+
+def test_ablations_share_clients_and_data_order(tiny_config):
+    """Common random numbers: the method changes, the sampled clients do not."""
+    a = run_experiment(tiny_config(run_name="hyb"))
+    b = run_experiment(tiny_config(run_name="fedavg", pruning=False, sparsification=False))
+    assert a.clients.client_id.tolist() == b.clients.client_id.tolist()
+    assert (b.clients.transmitted_ratio == 1.0).all()
+    assert b.summary["compression_x"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_resume_after_interruption_reproduces_the_result(tiny_config):
+    full = run_experiment(tiny_config(run_name="full", rounds=3))
+
+    def interrupt(r, row):
+        if r == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny_config(run_name="cut", rounds=3), on_round_end=interrupt)
+    cut = full.run_dir.parent / "cut"
+    assert (cut / "checkpoint.pt").exists() and not (cut / "summary.json").exists()
+    assert len(pd.read_csv(cut / "metrics.csv")) == 2  # what it had written is kept
+    with pytest.raises(RunExistsError, match="--resume"):
+        run_experiment(tiny_config(run_name="cut", rounds=3))
+    with pytest.raises(ConfigError, match="lr"):
+        run_experiment(tiny_config(run_name="cut", rounds=3, resume=True, lr=0.1))
+    resumed = run_experiment(tiny_config(run_name="cut", rounds=3, resume=True))
+    pd.testing.assert_frame_equal(_numbers(full.run_dir / "metrics.csv"), _numbers(cut / "metrics.csv"))
+    assert "Resuming after round 2" in (cut / "run.log").read_text()
+    assert resumed.summary["final_test_accuracy"] == full.summary["final_test_accuracy"]
+
+
+def test_finished_run_is_never_overwritten_silently(tiny_config):
+    first = run_experiment(tiny_config(run_name="keep", rounds=1))
+    before = (first.run_dir / "summary.json").read_text()
+    with pytest.raises(RunExistsError, match="--overwrite"):
+        run_experiment(tiny_config(run_name="keep", rounds=1, seed=5))
+    assert (first.run_dir / "summary.json").read_text() == before
+    again = run_experiment(tiny_config(run_name="keep", rounds=1, seed=5, overwrite=True))
+    assert json.loads((again.run_dir / "summary.json").read_text())["seed"] == 5
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_files(tiny_config):
+    with pytest.raises(DivergenceError, match="lr"):
+        run_experiment(tiny_config(run_name="boom", lr=1e6, rounds=3, pruning=False,
+                                   sparsification=False))
+    d = tiny_config().results_dir
+    run_dir = __import__("pathlib").Path(d) / "boom"
+    assert (run_dir / "config.json").exists() and not (run_dir / "summary.json").exists()
+    assert "diverged" in (run_dir / "run.log").read_text()
+
+
+@pytest.mark.parametrize("changes", [
+    dict(partition="dirichlet", dirichlet_alpha=0.5),
+    dict(partition="iid", pruning_mode="unstructured", unstructured_contribution="all"),
+    dict(adaptive_ratio_online=True, sparsify_method="topk", eval_every=2),
+    dict(pruning=False, sparsify_method="random", error_feedback=False),
+])
+def test_variants_run(tiny_config, changes):
+    result = run_experiment(tiny_config(run_name="v", **changes))
+    m = result.metrics
+    assert len(m) == 2 and not math.isnan(m.test_accuracy.iloc[-1])
+    if changes.get("eval_every") == 2:
+        assert math.isnan(m.test_accuracy.iloc[0])
