@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", action="append", metavar="FILE.yaml",
                      help="YAML parameter file (repeatable; later files and flags win).")
     add_config_flags(run)
+    nb = sub.add_parser("notebook", help="Run one experiment through the experiment notebook "
+                        "(papermill); the executed notebook is saved in the run folder.",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    nb.add_argument("--params", action="append", metavar="FILE.yaml",
+                    help="YAML parameter file (repeatable; later files and flags win).")
+    nb.add_argument("--report", choices=("html", "pdf"), help="Also export a report.")
+    add_config_flags(nb)
+    nb.set_defaults(handler=cmd_notebook)
+    params = sub.add_parser("notebook-params", help="Print (or --write) the experiment "
+                            "notebook's parameters cell, generated from ExperimentConfig.")
+    params.add_argument("--write", action="store_true", help="Rewrite the notebook's cell.")
+    params.set_defaults(handler=cmd_notebook_params)
     return parser
 
 
@@ -99,6 +111,43 @@ def cmd_run(args) -> int:
         print("interrupted: the last finished round's checkpoint is kept; rerun with --resume",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def cmd_notebook(args) -> int:
+    from .artifacts import run_state
+    from .notebook import execute_experiment, output_path
+
+    cfg = config_from_args(args)
+    if cfg.run_name and run_state(output_path(cfg).parent) == "finished" and not cfg.overwrite:
+        print(f"{output_path(cfg).parent} is already finished; skipping it (--overwrite or "
+              f"FORCE=1 to redo it)")
+        out = output_path(cfg)
+    else:
+        import papermill
+
+        try:
+            out = execute_experiment(cfg)
+        except papermill.PapermillExecutionError as err:
+            print(f"error: the experiment notebook failed: {err.ename}: {err.evalue}",
+                  file=sys.stderr)
+            return 1
+        print(f"executed notebook: {out}")
+    if args.report:
+        from .reports import export_reports
+
+        for path in export_reports([out], fmt=args.report):
+            print(f"report: {path}")
+    return 0
+
+
+def cmd_notebook_params(args) -> int:
+    from .notebook import parameters_source, write_parameters_cell
+
+    if args.write:
+        write_parameters_cell()
+    else:
+        print(parameters_source())
     return 0
 
 

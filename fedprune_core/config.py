@@ -156,7 +156,9 @@ class ExperimentConfig:
         """A readable method name for logs, tables and figure legends."""
         if self.label:
             return self.label
-        prune = f"{self.pruning_mode} {'adaptive' if self.adaptive_ratio else self.pruning_ratio}"
+        prune = f"{self.pruning_mode} {self.pruning_ratio:g}"
+        if self.adaptive_ratio or self.adaptive_ratio_online:
+            prune += " adaptive"
         sparse = f"{self.sparsify_method} {self.sparsity_ratio:g}"
         if not self.error_feedback and self.sparsification:
             sparse += " no-EF"

@@ -312,3 +312,10 @@ def _progress(cfg, start_round: int):
     kwargs = {"mininterval": 30.0} if cfg.progress == "text" else {}
     return tqdm(total=cfg.rounds, initial=start_round - 1, desc=cfg.run_name, unit="round",
                 **kwargs)
+
+
+def describe_partition(cfg: ExperimentConfig) -> pd.DataFrame:
+    """Samples per class on each client, as the run will partition them."""
+    fed = setup(cfg)
+    frame = pd.DataFrame(_partition_rows(fed.counts)).set_index("client_id")
+    return frame

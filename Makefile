@@ -1,0 +1,94 @@
+# FedPrune-Sparse: every command a researcher needs. `make help` lists them.
+# Each target sets up what it needs (the .venv, the packages, the Jupyter kernel) on first use.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch/torchvision are installed first, pinned, so pip never picks a multi-GB surprise build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+KERNEL_NAME := fedprune-sparse
+
+# Batch knobs: make ablations ROUNDS=5 SEEDS="0 1 2" JOBS=2 FORCE=1 BACKEND=local|dask|slurm
+SEEDS ?= 0
+JOBS ?= 1
+BACKEND ?= local
+ROUNDS ?=
+FORCE ?=
+SET ?=
+ABLATIONS ?= params/ablations/*.yaml
+BATCH ?= ablations
+# Extra flags for `make run`, e.g. make run ARGS="--rounds 5"
+ARGS ?=
+
+BATCH_FLAGS = --backend $(BACKEND) --jobs $(JOBS) --seeds $(SEEDS) --name $(BATCH) \
+	$(if $(ROUNDS),--set rounds=$(ROUNDS)) $(foreach s,$(SET),--set $(s)) $(if $(FORCE),--force)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test ablations analysis report report-pdf pdf-deps lab bench notebooks \
+	strip-notebooks
+
+help:
+	@echo "FedPrune-Sparse"
+	@echo "  make run          default hybrid experiment through papermill + its HTML report"
+	@echo "  make test         the test suite (real MNIST: set FEDPRUNE_DATA_ROOT)"
+	@echo "  make ablations    every params/ablations/*.yaml (ROUNDS= SEEDS= JOBS= FORCE=1 BACKEND=)"
+	@echo "  make analysis     dissertation figures and tables into results/analysis/"
+	@echo "  make report       HTML reports of the analysis and every run notebook"
+	@echo "  make report-pdf   the same as PDF (installs headless Chromium)"
+	@echo "  make lab          JupyterLab with the project's kernel"
+	@echo "  make bench        speed and memory benchmark into results/bench/bench.json"
+	@echo "  make notebooks    regenerate the experiment notebook's parameters from the config"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -e '.[notebooks,dask,slurm,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, torchvision, papermill, fedprune_core"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) \
+		--display-name "FedPrune-Sparse (.venv)" > /dev/null
+	if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes; fi
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m fedprune_core notebook --params params/default.yaml --report html $(ARGS)
+
+test: $(STAMP) pdf-deps
+	$(PY) -m pytest -q
+
+ablations: $(STAMP)
+	$(PY) -m fedprune_core batch run --params $(ABLATIONS) $(BATCH_FLAGS)
+
+analysis: $(STAMP)
+	mkdir -p results/analysis
+	$(PY) -m papermill notebooks/analysis.ipynb results/analysis/analysis.ipynb \
+		-k python3 --cwd . --no-progress-bar
+
+# Reports are written beside each executed notebook, code hidden (fedprune_core.reports).
+REPORT_NOTEBOOKS := results/analysis/analysis.ipynb results/*/experiment.ipynb
+
+report: $(STAMP)
+	$(PY) -m fedprune_core.reports html --skip-missing $(REPORT_NOTEBOOKS)
+
+report-pdf: $(STAMP) pdf-deps
+	$(PY) -m fedprune_core.reports pdf --skip-missing $(REPORT_NOTEBOOKS)
+
+# The PDF route's system package (Debian chromium); apt-get runs only if it is missing.
+pdf-deps:
+	bash scripts/install_pdf_deps.sh
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+notebooks: $(STAMP)
+	$(PY) scripts/build_notebooks.py
+
+strip-notebooks: $(STAMP)
+	$(VENV)/bin/nbstripout notebooks/*.ipynb

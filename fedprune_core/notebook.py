@@ -1,0 +1,89 @@
+"""Running the experiment notebook through papermill, and keeping its parameters in step.
+
+The `parameters` cell of notebooks/experiment.ipynb is generated from ExperimentConfig
+(`python -m fedprune_core notebook-params --write`), and a test checks they are equal, so the
+notebook can never offer a parameter the core does not know, or miss one it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .artifacts import RunExistsError, default_run_name, run_state
+from .config import ExperimentConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO_ROOT / "notebooks"
+EXPERIMENT_NOTEBOOK = NOTEBOOKS / "experiment.ipynb"
+KERNEL = "python3"  # inside the venv this kernel is the venv's own interpreter
+OUTPUT_NAME = "experiment.ipynb"
+
+
+def parameters_source() -> str:
+    """The experiment notebook's `parameters` cell: every field, its default, its help."""
+    lines = ["# Parameters: generated from fedprune_core.config.ExperimentConfig",
+             "# (python -m fedprune_core notebook-params --write). papermill overrides them."]
+    for f in dataclasses.fields(ExperimentConfig):
+        help_text = f.metadata["help"]
+        if f.metadata["choices"]:
+            help_text += f" One of: {', '.join(f.metadata['choices'])}."
+        # help above the line: papermill's parser rejects some trailing comments
+        lines += [f"# {help_text}", f"{f.name} = {f.default!r}"]
+    return "\n".join(lines)
+
+
+def config_from_namespace(namespace: dict[str, Any]) -> ExperimentConfig:
+    """The notebook's config from its variables (after papermill injected its own)."""
+    names = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    return ExperimentConfig.from_dict({name: namespace[name] for name in names})
+
+
+def write_parameters_cell(path: Path = EXPERIMENT_NOTEBOOK) -> None:
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    cell["source"] = parameters_source()
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def notebook_parameters_cell(path: Path = EXPERIMENT_NOTEBOOK) -> str:
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def output_path(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.results_dir) / cfg.run_name / OUTPUT_NAME
+
+
+def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOTEBOOK,
+                       kernel: str = KERNEL, cwd: Optional[Path] = None,
+                       log_output: bool = False) -> Path:
+    """Execute the experiment notebook for `cfg`; the executed copy lands in the run folder.
+
+    The run folder is checked before papermill starts: papermill writes its output notebook
+    first, and must not replace the notebook of a finished run.
+    """
+    import papermill
+
+    if cfg.run_name is None:
+        cfg = cfg.replace(run_name=default_run_name())
+    run_dir = Path(cfg.results_dir) / cfg.run_name
+    state = run_state(run_dir)
+    if state == "finished" and not cfg.overwrite:
+        raise RunExistsError(f"{run_dir} already holds a finished run; pass overwrite "
+                             f"(--overwrite, FORCE=1) to replace it")
+    if state == "interrupted" and not (cfg.resume or cfg.overwrite):
+        raise RunExistsError(f"{run_dir} holds an interrupted run; pass resume or overwrite")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Under papermill a widget bar would be saved frozen at 0%: use the text bar.
+    parameters = {**cfg.to_dict(), "progress": "off" if cfg.progress == "off" else "text"}
+    out = output_path(cfg)
+    papermill.execute_notebook(
+        str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+        cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=log_output)
+    return out
