@@ -122,8 +122,12 @@ class ParamLayout:
 
 
 def model_from_flat(shape: ModelShape, flat: torch.Tensor, device="cpu") -> SimpleCNN:
+    """A model holding a copy of `flat` (training must never write into the caller's vector)."""
     model = SimpleCNN(shape).to(device)
-    torch.nn.utils.vector_to_parameters(flat.to(device), model.parameters())
+    with torch.no_grad():
+        for p, value in zip(model.parameters(), flat.to(device).split(
+                [p.numel() for p in model.parameters()])):
+            p.copy_(value.view_as(p))
     return model.to(memory_format=torch.channels_last)
 
 

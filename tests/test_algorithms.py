@@ -239,3 +239,18 @@ def test_model_shapes_and_flops():
     small = SHAPE.with_widths({"conv1": 16, "conv2": 32, "fc1": 128})
     assert small.train_flops_per_sample() < 0.3 * SHAPE.train_flops_per_sample()
     assert SHAPE.forward_macs() == 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 3136 * 256 + 2560
+
+
+def test_training_never_writes_into_the_received_vector():
+    """Every layer's delta is real: the local model owns a copy of what it received."""
+    g = global_vector()
+    received = g.clone()
+    model = model_from_flat(SHAPE, received)
+    data = TensorDataset(torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8),
+                         torch.randint(0, 10, (32,)))
+    train(model, data, DATASETS["mnist"], ExperimentConfig(local_epochs=1, batch_size=16, lr=0.1),
+          torch.Generator().manual_seed(0))
+    assert torch.equal(received, g)
+    delta = LAYOUT.views(flat_params(model) - g)
+    for name, d in delta.items():
+        assert d.abs().sum() > 0, name
