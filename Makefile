@@ -23,7 +23,8 @@ BATCH ?= ablations
 ARGS ?=
 
 BATCH_FLAGS = --backend $(BACKEND) --jobs $(JOBS) --seeds $(SEEDS) --name $(BATCH) \
-	$(if $(ROUNDS),--set rounds=$(ROUNDS)) $(foreach s,$(SET),--set $(s)) $(if $(FORCE),--force)
+	$(if $(ROUNDS),--set rounds=$(ROUNDS)) $(foreach s,$(SET),--set $(s)) $(if $(FORCE),--force) \
+	$(if $(RESULTS),--results_dir $(RESULTS))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test ablations analysis report report-pdf pdf-deps lab bench notebooks \
@@ -89,6 +90,7 @@ bench: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) scripts/build_notebooks.py
+	$(PY) scripts/sync_readme.py
 
 strip-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

@@ -171,6 +171,19 @@ class ExperimentConfig:
         return "FedAvg"
 
 
+def parameters_markdown() -> str:
+    """The README's parameter table, generated so the docs cannot drift from the config."""
+    rows = ["| Parameter (flag `--name`) | Default | Description |", "|---|---|---|"]
+    for f in dataclasses.fields(ExperimentConfig):
+        help_text = f.metadata["help"]
+        if f.metadata["choices"]:
+            help_text += f" One of: {', '.join(f'`{c}`' for c in f.metadata['choices'])}."
+        default = "null" if f.default is None else str(f.default).lower() if isinstance(
+            f.default, bool) else f.default
+        rows.append(f"| `{f.name}` | `{default}` | {help_text.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """YAML and JSON give ints for floats (1 vs 1.0) and strings from the command line."""
     spec = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]

@@ -56,6 +56,13 @@ def notebook_parameters_cell(path: Path = EXPERIMENT_NOTEBOOK) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+def use_project_root() -> None:
+    """In JupyterLab a kernel starts in notebooks/: move to the project root so relative
+    paths (results/, data/) mean what they mean on the command line and under papermill."""
+    if Path.cwd().resolve() == NOTEBOOKS.resolve():
+        os.chdir(REPO_ROOT)
+
+
 def output_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.results_dir) / cfg.run_name / OUTPUT_NAME
 

@@ -1,4 +1,5 @@
-"""Write notebooks/experiment.ipynb from its cell sources (outputs-free, stable cell ids).
+"""Write notebooks/experiment.ipynb and notebooks/explore.ipynb from their cell sources
+(outputs-free, stable cell ids).
 
 The parameters cell comes from ExperimentConfig; rerun this after adding a parameter:
     .venv/bin/python scripts/build_notebooks.py
@@ -9,7 +10,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fedprune_core.notebook import EXPERIMENT_NOTEBOOK, parameters_source
+from fedprune_core.notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS, parameters_source
+
+EXPLORE_NOTEBOOK = NOTEBOOKS / "explore.ipynb"
 
 CELLS = [
     ("md", """# FedPrune-Sparse: one experiment
@@ -26,9 +29,10 @@ Every parameter is documented in the next cell and in README.md."""),
 import pandas as pd
 
 from fedprune_core import run_experiment
-from fedprune_core.notebook import config_from_namespace
+from fedprune_core.notebook import config_from_namespace, use_project_root
 from fedprune_core.simulation import describe_partition
 
+use_project_root()  # opened in JupyterLab from notebooks/: results/ is the project's
 config = config_from_namespace(globals())  # validates every parameter before any work
 display(Markdown(f"**Method:** {config.method_label} &nbsp; **Run:** `{config.run_name or '(timestamp)'}`"))
 pd.Series(config.science_dict(), name="value").to_frame().T"""),
@@ -61,13 +65,36 @@ result.metrics[columns].round(4)"""),
     ("code", """pd.Series({k: v for k, v in result.summary.items() if k != "artifacts"}, name="value").to_frame()"""),
 ]
 
+EXPLORE_CELLS = [
+    ("md", """# FedPrune-Sparse: explore interactively
 
-def build(path: Path = EXPERIMENT_NOTEBOOK) -> None:
+Pick a method (FedAvg, pruning only, sparsification only, or the hybrid), its pruning and
+sparsification settings and the size of the federation, then press **Run**. A short experiment
+runs in this kernel; the accuracy and cumulative-uplink plot and the per-round table grow after
+every round. Every click writes a new run folder `explore_<timestamp>` in `results_dir` (the
+message under the controls names it) with the same artifacts as any other run, so the analysis
+notebook can read it too.
+
+The controls start at `ExperimentConfig`'s defaults, except for a quick first click: 5 rounds,
+1 local epoch, 20% of the training data.
+Any other parameter can be fixed by passing it, e.g. `explorer(local_epochs=1, lr=0.05)`."""),
+    ("code", """from fedprune_core.explore import explorer
+from fedprune_core.notebook import use_project_root
+
+use_project_root()  # results/ is the project's, as on the command line
+explorer()"""),
+    ("md", """The controls are Jupyter widgets: open this notebook in JupyterLab (`make lab`), where they
+are live. A saved or exported copy shows no widgets (they need a running kernel); for a
+recorded run with a report use the experiment notebook (`make run`)."""),
+]
+
+
+def build(path: Path = EXPERIMENT_NOTEBOOK, cells: list = CELLS) -> None:
     nb = new_notebook(metadata={
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                        "name": "python3"},
         "language_info": {"name": "python"}})
-    for i, (kind, source) in enumerate(CELLS):
+    for i, (kind, source) in enumerate(cells):
         cell = new_markdown_cell(source) if kind == "md" else new_code_cell(source)
         if kind == "params":
             cell.metadata["tags"] = ["parameters"]
@@ -77,5 +104,6 @@ def build(path: Path = EXPERIMENT_NOTEBOOK) -> None:
 
 
 if __name__ == "__main__":
-    build()
-    print(f"wrote {EXPERIMENT_NOTEBOOK}")
+    for path, cells in ((EXPERIMENT_NOTEBOOK, CELLS), (EXPLORE_NOTEBOOK, EXPLORE_CELLS)):
+        build(path, cells)
+        print(f"wrote {path}")

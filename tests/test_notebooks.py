@@ -1,0 +1,233 @@
+"""The notebooks: the experiment notebook through papermill on real MNIST (API and CLI) with its
+HTML report, its parameters cell kept equal to ExperimentConfig, committed notebooks kept clean,
+and the explorer's controls and Run button (driven without a browser)."""
+
+import dataclasses
+import html
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fedprune_core import explore
+from fedprune_core.config import ConfigError, ExperimentConfig
+from fedprune_core.notebook import (EXPERIMENT_NOTEBOOK, execute_experiment,
+                                    notebook_parameters_cell, parameters_source)
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "params" / "smoke.yaml"
+FAST = {"data_fraction": 0.1, "num_threads": 1}  # smoke.yaml on 10% of MNIST, one core
+ARTIFACTS = ["config.json", "metrics.csv", "clients.csv", "summary.json", "run.log",
+             "accuracy_curve.png", "experiment_dashboard.png"]
+FIELDS = dataclasses.fields(ExperimentConfig)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedprune_core", *args], cwd=REPO,
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def notebook_command(results_dir: Path, params: Path = SMOKE) -> list[str]:
+    return ["notebook", "--params", str(params), "--results_dir", str(results_dir),
+            "--data_fraction", "0.1", "--num_threads", "1", "--report", "html"]
+
+
+# ---------------------------------------------------------------- committed notebooks
+
+def test_parameters_cell_is_generated_from_the_config():
+    import papermill
+
+    assert notebook_parameters_cell() == parameters_source()
+    params = papermill.inspect_notebook(str(EXPERIMENT_NOTEBOOK))
+    assert list(params) == [f.name for f in FIELDS]
+    assert {name: p["default"] for name, p in params.items()} == {
+        f.name: repr(f.default) for f in FIELDS}
+
+
+def test_committed_notebooks_carry_no_outputs():
+    paths = sorted((REPO / "notebooks").glob("*.ipynb"))
+    assert {"experiment.ipynb", "analysis.ipynb", "explore.ipynb"} <= {p.name for p in paths}
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata.kernelspec.name == "python3", path.name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, (path.name, cell.id)
+
+
+def test_explore_notebook_is_thin():
+    nb = nbformat.read(REPO / "notebooks" / "explore.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert len(code) == 1 and code[0].rstrip().endswith("explorer()")
+    assert "def " not in code[0] and "class " not in code[0]  # the logic lives in the package
+    assert any("make lab" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+# ---------------------------------------------------------------- experiment notebook, API
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    results = tmp_path_factory.mktemp("api") / "results"
+    cfg = ExperimentConfig.from_yaml(SMOKE, overrides={"results_dir": str(results), **FAST})
+    return cfg, execute_experiment(cfg, cwd=REPO)
+
+
+def test_executed_notebook_lands_beside_the_run_artifacts(executed):
+    cfg, out = executed
+    run_dir = Path(cfg.results_dir) / "smoke_test"
+    assert out == run_dir / "experiment.ipynb"
+    for name in ARTIFACTS:
+        assert (run_dir / name).stat().st_size > 0, name
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html_tables = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("test_accuracy" in t and "uplink_bytes" in t for t in html_tables)  # per round
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # the run's figures
+    recorded = nb.metadata.papermill.parameters
+    assert recorded["run_name"] == "smoke_test" and recorded["rounds"] == 2
+    assert recorded["data_fraction"] == 0.1 and recorded["results_dir"] == cfg.results_dir
+    assert recorded["progress"] == "text"  # a widget bar would be saved frozen at 0%
+    assert json.loads((run_dir / "config.json").read_text())["data_fraction"] == 0.1
+
+
+# ---------------------------------------------------------------- experiment notebook, CLI
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("cli") / "results"
+    return cli(*notebook_command(results)), results / "smoke_test"
+
+
+def test_cli_executes_the_notebook_and_exports_a_code_free_html_report(cli_run):
+    proc, run_dir = cli_run
+    assert proc.returncode == 0, proc.stderr
+    notebook, report = run_dir / "experiment.ipynb", run_dir / "experiment.html"
+    assert f"executed notebook: {notebook}" in proc.stdout and f"report: {report}" in proc.stdout
+    text = report.read_text()
+    assert "data:image/png;base64," in text  # figures embedded: the report stands alone
+    final = json.loads((run_dir / "summary.json").read_text())["final_test_accuracy"]
+    assert f"final accuracy {final:.2f}%" in text
+    assert 'class="jp-InputArea-editor' not in text
+    for cell in nbformat.read(EXPERIMENT_NOTEBOOK, as_version=4).cells:
+        if cell.cell_type == "code":  # not one line of code reaches the report
+            assert html.escape(cell.source.splitlines()[0]) not in text, cell.source
+
+
+def test_cli_skips_a_finished_run_and_leaves_its_notebook(cli_run):
+    proc, run_dir = cli_run
+    assert proc.returncode == 0, proc.stderr
+    before = (run_dir / "experiment.ipynb").stat().st_mtime_ns
+    again = cli(*notebook_command(run_dir.parent))
+    assert again.returncode == 0, again.stderr
+    assert "already finished; skipping" in again.stdout
+    assert (run_dir / "experiment.ipynb").stat().st_mtime_ns == before
+
+
+def test_cli_params_typo_fails_before_any_notebook_is_written(tmp_path):
+    params = tmp_path / "typo.yaml"
+    params.write_text("rounds: 1\nnum_clients: 4\nclients_per_round: 2\nsparsity_ration: 0.9\n")
+    proc = cli(*notebook_command(tmp_path / "results", params))
+    assert proc.returncode == 2
+    assert "sparsity_ration" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- explorer
+
+def test_config_from_controls_maps_the_method_to_the_two_switches():
+    flags = {name: (c.pruning, c.sparsification) for name in explore.METHODS
+             for c in [explore.config_from_controls({"method": name, "rounds": 3})]}
+    assert flags == {"FedAvg": (False, False), "Pruning only": (True, False),
+                     "Sparsification only": (False, True), "Hybrid": (True, True)}
+    cfg = explore.config_from_controls({"method": "Pruning only", "pruning_mode": "unstructured",
+                                        "pruning_ratio": 0.3, "seed": 7})
+    assert (cfg.pruning_mode, cfg.pruning_ratio, cfg.seed, cfg.rounds) == (
+        "unstructured", 0.3, 7, ExperimentConfig().rounds)
+    with pytest.raises(ConfigError, match="clients_per_round"):
+        explore.config_from_controls({"num_clients": 4, "clients_per_round": 5})
+    with pytest.raises(ConfigError, match="method"):
+        explore.config_from_controls({"method": "FedProx"})
+
+
+def test_explorer_controls_start_at_the_config_defaults():
+    w = explore.explorer()
+    defaults = {f.name: f.default for f in FIELDS}
+    for name, control in w.controls.items():
+        if name == "method":
+            assert control.value == "Hybrid" and list(control.options) == list(explore.METHODS)
+        elif name in explore.QUICK:
+            assert control.value == explore.QUICK[name]
+        else:
+            assert control.value == defaults[name], name
+        if name in defaults and (choices := ExperimentConfig.__dataclass_fields__[name]
+                                 .metadata["choices"]):
+            assert list(control.options) == list(choices)
+    assert (w.controls["pruning_ratio"].min, w.controls["pruning_ratio"].max) == (0.0, 0.9)
+    assert (w.controls["sparsity_ratio"].min, w.controls["sparsity_ratio"].max) == (0.5, 0.999)
+    w = explore.explorer(method="Sparsification only", rounds=3)
+    assert w.controls["rounds"].value == 3 and w.controls["pruning_ratio"].disabled
+    assert not w.controls["sparsity_ratio"].disabled
+    with pytest.raises(ConfigError, match="roundz"):
+        explore.explorer(roundz=3)
+
+
+def row(r: int, accuracy: float) -> dict:
+    return {"round": r, "test_accuracy": accuracy, "test_loss": 1.0, "uplink_bytes": 200_000,
+            "cumulative_uplink_bytes": 200_000 * r, "uplink_dense_bytes": 4_000_000,
+            "avg_transmitted_ratio": 0.05, "avg_pruning_ratio": 0.4, "wall_time_sec": 1.5}
+
+
+def test_round_callback_redraws_the_figure_and_table():
+    w = explore.explorer()
+    cfg, rows = ExperimentConfig(rounds=3, run_name="explore_x"), []
+    w.on_round_end(cfg, rows, row(1, 50.0))
+    first = bytes(w.figure.value)  # the Image widget keeps a memoryview
+    w.on_round_end(cfg, rows, row(2, 75.5))
+    assert first.startswith(b"\x89PNG") and bytes(w.figure.value).startswith(b"\x89PNG")
+    assert bytes(w.figure.value) != first
+    assert w.table.value.count("<tr>") == 2 and "75.50" in w.table.value  # body rows only
+    assert "0.400" in w.table.value  # cumulative uplink after round 2, in MB
+    assert "round 2/3 of explore_x" in w.status.value
+
+
+def test_run_button_runs_an_experiment_with_a_live_figure(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    w = explore.explorer(results_dir=results, rounds=1, num_clients=4, clients_per_round=2,
+                         local_epochs=1, data_fraction=0.05, num_threads=1)
+    w.controls["clients_per_round"].value = 9  # invalid: shown, nothing runs
+    w.run_button.click()
+    assert "Invalid settings: clients_per_round" in w.status.value and not results.exists()
+    assert not w.run_button.disabled
+
+    w.controls["clients_per_round"].value = 2
+    seen = []
+    redraw = w.on_round_end
+    monkeypatch.setattr(w, "on_round_end", lambda cfg, rows, r: (
+        seen.append((cfg, w.run_button.disabled)), redraw(cfg, rows, r)))
+    w.run_button.click()
+    (cfg, disabled_while_running), = seen
+    assert disabled_while_running and not w.run_button.disabled
+    run_dir = results / cfg.run_name
+    assert cfg.run_name.startswith("explore_") and cfg.progress == "off"
+    assert [p.name for p in results.iterdir()] == [cfg.run_name]
+    assert (run_dir / "summary.json").exists()
+    assert json.loads((run_dir / "config.json").read_text())["rounds"] == 1
+    assert bytes(w.figure.value).startswith(b"\x89PNG") and w.table.value.count("<tr>") == 1
+    assert f"Finished {cfg.run_name}: final accuracy" in w.status.value
+
+
+def test_notebooks_in_jupyterlab_write_to_the_project_results(tmp_path, monkeypatch):
+    """A kernel opened from notebooks/ moves to the project root, so results/ is the project's."""
+    from fedprune_core.notebook import NOTEBOOKS, REPO_ROOT, use_project_root
+
+    monkeypatch.chdir(NOTEBOOKS)
+    use_project_root()
+    assert Path.cwd() == REPO_ROOT
+    monkeypatch.chdir(tmp_path)  # anywhere else (papermill's --cwd, the CLI) stays put
+    use_project_root()
+    assert Path.cwd() == tmp_path
