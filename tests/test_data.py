@@ -54,3 +54,24 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
         load_dataset("kmnist", str(tmp_path / "empty"))
     text = str(err.value)
     assert str(tmp_path / "empty") in text and "FEDPRUNE_DATA_ROOT" in text and "--data_root" in text
+
+
+def _write_idx(path, array):
+    import struct
+    dtype_code = {np.uint8: 0x08}[array.dtype.type]
+    header = struct.pack(">HBB", 0, dtype_code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.mark.parametrize("name, folder", [("fashion_mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+def test_mnist_family_loads_from_torchvision_layout(tmp_path, name, folder):
+    """fashion_mnist and kmnist go through the same torchvision path as MNIST (tiny fake files)."""
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 50), ("t10k", 20)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    train, test = load_dataset(name, str(tmp_path))
+    assert train.images.shape == (50, 1, 28, 28) and test.labels.tolist()[:3] == [0, 1, 2]
