@@ -40,7 +40,7 @@ help:
 	@echo "  make report-pdf   the same as PDF (installs headless Chromium)"
 	@echo "  make lab          JupyterLab with the project's kernel"
 	@echo "  make bench        speed and memory benchmark into results/bench/bench.json"
-	@echo "  make notebooks    regenerate the experiment notebook's parameters from the config"
+	@echo "  make notebooks    regenerate the notebooks and the READMEs' parameter table from the config"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
