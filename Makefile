@@ -21,13 +21,16 @@ ABLATIONS ?= params/ablations/*.yaml
 BATCH ?= ablations
 # Extra flags for `make run`, e.g. make run ARGS="--rounds 5"
 ARGS ?=
+# SLURM job settings, e.g. SLURM_ARGS="--slurm-time 04:00:00 --slurm-partition gpu --slurm-cpus 2"
+SLURM_ARGS ?=
 
 BATCH_FLAGS = --backend $(BACKEND) --jobs $(JOBS) --seeds $(SEEDS) --name $(BATCH) \
-	$(if $(ROUNDS),--set rounds=$(ROUNDS)) $(foreach s,$(SET),--set $(s)) $(if $(FORCE),--force) \
+	$(if $(ROUNDS),--set rounds=$(ROUNDS)) $(foreach s,$(SET),--set $(s)) $(if $(FORCE),--force) $(SLURM_ARGS) \
 	$(if $(RESULTS),--results_dir $(RESULTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test ablations analysis report report-pdf pdf-deps lab bench notebooks \
+.PHONY: help venv run test test-deps ablations analysis report report-pdf pdf-deps lab bench \
+	notebooks \
 	strip-notebooks
 
 help:
@@ -46,7 +49,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install -q $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q -e '.[notebooks,dask,slurm,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -e '.[notebooks,dask,dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, torchvision, papermill, fedprune_core"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) \
 		--display-name "FedPrune-Sparse (.venv)" > /dev/null
@@ -58,7 +61,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m fedprune_core notebook --params params/default.yaml --report html $(ARGS)
 
-test: $(STAMP) pdf-deps
+test: $(STAMP) test-deps
 	$(PY) -m pytest -q
 
 ablations: $(STAMP)
@@ -77,6 +80,10 @@ report: $(STAMP)
 
 report-pdf: $(STAMP) pdf-deps
 	$(PY) -m fedprune_core.reports pdf --skip-missing $(REPORT_NOTEBOOKS)
+
+# What the tests exercise for real: headless Chromium (PDF) and a single-node SLURM.
+test-deps:
+	bash scripts/install_test_deps.sh
 
 # The PDF route's system package (Debian chromium); apt-get runs only if it is missing.
 pdf-deps:

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "notebook's parameters cell, generated from ExperimentConfig.")
     params.add_argument("--write", action="store_true", help="Rewrite the notebook's cell.")
     params.set_defaults(handler=cmd_notebook_params)
+    from .batch import add_batch_commands
+
+    add_batch_commands(sub)
     return parser
 
 
