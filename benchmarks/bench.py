@@ -1,0 +1,620 @@
+"""Speed and memory benchmark of FedPrune-Sparse: `make bench` (or python benchmarks/bench.py).
+
+Measures, in one run on one machine, and writes to results/bench/bench.json:
+  - a large float32 matmul's GFLOP/s (the machine's ceiling, measured in the same run), and a
+    large oneDNN convolution's (MKL's sgemm does not use AVX-512 on AMD CPUs);
+  - local training samples/s and GFLOP/s of the full and a 40%-structured-pruned SimpleCNN
+    through the core's own `client.train` (FLOPs: ModelShape.train_flops_per_sample);
+  - evaluation of the 10k test set through `server.evaluate`, and a layout ablation
+    (NCHW vs channels-last, ReLU before vs after pooling, two batch sizes);
+  - client updates/s (broadcast + `client.local_update`) for each method;
+  - the first- vs second-call cost of new structured sub-model shapes;
+  - 2 intra-op threads in one process vs two 1-thread processes side by side;
+  - the wall time of one short experiment through `simulation.run_experiment` and through a
+    seed-like naive reference (benchmarks/naive_reference.py), each in its own process, with
+    their final accuracies and peak resident memory.
+
+Timings are the best of a few warm calls. On a loaded machine they are contended: the load
+average at start and end is recorded beside them, and CPU seconds beside wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+from fedprune_core import client, server  # noqa: E402
+from fedprune_core.config import ExperimentConfig  # noqa: E402
+from fedprune_core.data import TensorDataset, load_dataset, normalize  # noqa: E402
+from fedprune_core.datasets import DATASETS  # noqa: E402
+from fedprune_core.models import (  # noqa: E402
+    ModelShape, ParamLayout, init_flat_params, model_from_flat)
+from fedprune_core.pruning import Pruner, kept_units  # noqa: E402
+from fedprune_core.rng import torch_generator  # noqa: E402
+
+DATASET = "mnist"
+INFO = DATASETS[DATASET]
+METHODS = {  # name -> (config changes, client pruning ratio)
+    "dense": (dict(pruning=False, sparsification=False), 0.0),
+    "unstructured": (dict(pruning_mode="unstructured", pruning_ratio=0.5,
+                          sparsification=False), 0.5),
+    "structured": (dict(pruning_mode="structured", pruning_ratio=0.4,
+                        sparsification=False), 0.4),
+    "topk": (dict(pruning=False, sparsify_method="topk", sparsity_ratio=0.95), 0.0),
+    "cost_weighted": (dict(pruning=False, sparsify_method="cost_weighted",
+                           sparsity_ratio=0.95), 0.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    matmul_n: int
+    matmul_repeats: int
+    conv_batch: int
+    train_samples: int
+    train_repeats: int
+    eval_repeats: int
+    eval_images: int
+    update_samples: int
+    update_repeats: int
+    first_call_ratios: tuple
+    experiment: dict
+
+
+FULL = Sizes(matmul_n=2048, matmul_repeats=5, conv_batch=16, train_samples=3000, train_repeats=3,
+             eval_repeats=3, eval_images=10_000, update_samples=3000, update_repeats=3,
+             first_call_ratios=(0.30, 0.35, 0.45, 0.55),
+             experiment=dict(rounds=3, num_clients=20, clients_per_round=10, local_epochs=2))
+QUICK = Sizes(matmul_n=512, matmul_repeats=3, conv_batch=2, train_samples=256, train_repeats=1,
+              eval_repeats=1, eval_images=1000, update_samples=256, update_repeats=1,
+              first_call_ratios=(0.30, 0.55),
+              experiment=dict(rounds=1, num_clients=4, clients_per_round=2, local_epochs=1,
+                              data_fraction=0.02))
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def measure(fn, repeats: int, warmup: int = 1) -> dict:
+    """The fastest of `repeats` calls: wall seconds, process CPU seconds (user + sys, all
+    threads) and minor page faults of that call."""
+    for _ in range(warmup):
+        fn()
+    best = None
+    for _ in range(repeats):
+        r0, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        fn()
+        wall, r1 = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+        if best is None or wall < best["wall_sec"]:
+            best = {"wall_sec": wall,
+                    "cpu_sec": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                    "sys_sec": r1.ru_stime - r0.ru_stime,
+                    "minor_faults": r1.ru_minflt - r0.ru_minflt}
+    return best
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. /proc's VmHWM first: ru_maxrss of a spawned child
+    is at least its parent's peak (Linux carries it across fork + exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    scale = 1024.0 if sys.platform != "darwin" else 1024.0 ** 2  # KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def load_avg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def shape_full() -> ModelShape:
+    return ModelShape.for_dataset(INFO)
+
+
+def shape_pruned(ratio: float) -> ModelShape:
+    full = shape_full()
+    return full.with_widths({g: kept_units(w, ratio) for g, w in full.width_of.items()})
+
+
+def subset(data: TensorDataset, n: int) -> TensorDataset:
+    return TensorDataset(data.images[:n].contiguous(), data.labels[:n].contiguous())
+
+
+def bench_config(**changes) -> ExperimentConfig:
+    return ExperimentConfig(**{"local_epochs": 1, "progress": "off", "adaptive_ratio": False,
+                               **changes})
+
+
+# --- pieces -------------------------------------------------------------------------------------
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / measure(lambda: torch.mm(a, b), repeats)["wall_sec"] / 1e9
+
+
+def conv_gflops(batch: int, repeats: int) -> float:
+    """A large oneDNN 3x3 convolution (256 -> 256 channels, 32x32, channels-last): a second
+    ceiling, since MKL's sgemm may not use a CPU's widest vector units (it does not on AMD)."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 256, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        sec = measure(lambda: conv(x), repeats)["wall_sec"]
+    return 2 * batch * 32 * 32 * 256 * 256 * 9 / sec / 1e9
+
+
+def train_throughput(shape: ModelShape, data: TensorDataset, repeats: int) -> dict:
+    """Samples/s of one local epoch through client.train (best of `repeats`); per CPU second
+    too, which a time-shared machine disturbs less (at one thread)."""
+    cfg = bench_config()
+    flat = init_flat_params(shape, 0)
+    calls = iter(range(10 ** 6))
+
+    def once():
+        model = model_from_flat(shape, flat.clone())  # a copy: training writes through
+        client.train(model, data, INFO, cfg, torch_generator(0, "bench", next(calls)))
+
+    m = measure(once, repeats)
+    rate = len(data) / m["wall_sec"]
+    return {"samples_per_sec": rate, "gflops_per_sec": rate * shape.train_flops_per_sample() / 1e9,
+            "samples_per_cpu_sec": len(data) / m["cpu_sec"]}
+
+
+def eval_measure(flat: torch.Tensor, shape: ModelShape, test: TensorDataset, batch: int,
+                 repeats: int) -> dict:
+    """server.evaluate on `test`, scaled to 10k images."""
+    m = measure(lambda: server.evaluate(flat, shape, test, INFO, batch), repeats)
+    return scale_to_10k(m, len(test))
+
+
+def scale_to_10k(m: dict, n: int) -> dict:
+    return {k: (v * 10_000 / n if k != "minor_faults" else int(v * 10_000 / n))
+            for k, v in m.items()}
+
+
+def eval_layout_ablation(test: TensorDataset, repeats: int) -> dict:
+    """10k-image evaluation (wall, CPU, page faults) by memory layout and op order, at
+    batch 128 and 1000: a plain forward on pre-normalised images."""
+    from naive_reference import NaiveCNN
+
+    shape = shape_full()
+    flat = init_flat_params(shape, 0)
+    layout = ParamLayout(shape)
+    net = NaiveCNN(shape.widths)
+    net.load_state_dict({s.name: flat[s.slice].view(s.shape) for s in layout})
+    net.eval()
+
+    def forward(x, pool_first):
+        for conv in (net.conv1, net.conv2):
+            x = F.relu(F.max_pool2d(conv(x), 2)) if pool_first else F.max_pool2d(F.relu(conv(x)), 2)
+        return net.fc2(F.relu(net.fc1(x.flatten(1))))
+
+    x_all = normalize(test.images, INFO).contiguous()  # NCHW float
+    out = {}
+    for channels_last in (False, True):
+        net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        for pool_first in (False, True):
+            for batch in (128, 1000):
+                def run():
+                    with torch.inference_mode():
+                        for i in range(0, len(x_all), batch):
+                            x = x_all[i:i + batch]
+                            if channels_last:
+                                x = x.contiguous(memory_format=torch.channels_last)
+                            forward(x, pool_first)
+                key = (f"{'channels_last' if channels_last else 'nchw'}_"
+                       f"{'pool_relu' if pool_first else 'relu_pool'}_batch{batch}")
+                out[key] = scale_to_10k(measure(run, repeats), len(x_all))
+    return out
+
+
+def naive_eval_seconds(images: int, repeats: int) -> float:
+    """The seed-like evaluation (PIL transforms, DataLoader batch 1000, NCHW), scaled to 10k."""
+    import naive_reference
+
+    _, test_ds = naive_reference.mnist_datasets(bench_config())
+    test_ds = torch.utils.data.Subset(test_ds, range(images))
+    net = naive_reference.NaiveCNN()
+    sec = measure(lambda: naive_reference.evaluate(net, test_ds), repeats)["wall_sec"]
+    return sec * 10_000 / images
+
+
+def client_update_rates(flat, layout, data, repeats: int) -> dict:
+    """Client updates/s (server.broadcast + client.local_update) per method, warm, best of
+    `repeats`."""
+    rates = {}
+    for name, (changes, ratio) in METHODS.items():
+        cfg = bench_config(**changes)
+        pruner = Pruner(layout, flat, cfg)
+        state = client.ClientState(ratio)
+        calls = iter(range(10 ** 6))
+
+        def once():
+            plan = pruner.plan(state.ratio) if pruner.mode == "structured" else pruner.full_plan()
+            down = server.broadcast(flat, plan)
+            client.local_update(0, next(calls), down, pruner, state, data, INFO, layout, cfg)
+
+        rates[name] = 1.0 / measure(once, repeats)["wall_sec"]
+    return rates
+
+
+def first_call_costs(flat, layout, data, ratios) -> dict:
+    """Seconds of the first, second and third local_update of never-seen sub-model shapes."""
+    cfg = bench_config(pruning_mode="structured", sparsification=False)
+    pruner = Pruner(layout, flat, cfg)
+    out = {}
+    for ratio in ratios:
+        state = client.ClientState(ratio)
+        plan = pruner.plan(ratio)
+        times = []
+        for call in range(3):
+            down = server.broadcast(flat, plan)
+            start = time.perf_counter()
+            client.local_update(0, call, down, pruner, state, data, INFO, layout, cfg)
+            times.append(time.perf_counter() - start)
+        out[f"{ratio:.2f}"] = {"widths": list(plan.shape.widths), "first_sec": times[0],
+                               "second_sec": times[1], "third_sec": times[2],
+                               "extra_sec": times[0] - min(times[1:])}
+    return out
+
+
+def _train_worker(threads: int, samples: int, data_root, barrier, queue) -> None:
+    """A process that trains the full model on `threads` threads; reports samples/s."""
+    torch.set_num_threads(threads)
+    train, _ = load_dataset(DATASET, data_root)
+    data = subset(train, samples)
+    shape = shape_full()
+    flat = init_flat_params(shape, 0)
+    cfg = bench_config()
+    client.train(model_from_flat(shape, flat.clone()), subset(train, 256), INFO, cfg,
+                 torch_generator(0, "warmup"))
+    barrier.wait()
+    start = time.time()
+    client.train(model_from_flat(shape, flat.clone()), data, INFO, cfg,
+                 torch_generator(0, "bench2"))
+    queue.put((start, time.time()))
+
+
+def _result(queue, procs, what: str, timeout: float = 3600.0):
+    """The next result on `queue`; fails fast when the worker processes died instead."""
+    import queue as queue_mod
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return queue.get(timeout=1.0)
+        except queue_mod.Empty:
+            if all(p.exitcode is not None for p in procs):
+                break
+    raise RuntimeError(f"{what}: the worker process failed (exit codes "
+                       f"{[p.exitcode for p in procs]}); see its traceback above")
+
+
+def two_processes(samples: int, data_root) -> float:
+    """Samples/s of two 1-thread processes training side by side: both processes' samples
+    over the span from the first start to the last finish."""
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_train_worker, args=(1, samples, data_root, barrier, queue))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    spans = [_result(queue, procs, "two 1-thread processes") for _ in procs]
+    for p in procs:
+        p.join()
+    return len(procs) * samples / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+def _experiment_worker(kind: str, cfg_dict: dict, threads: int, queue) -> None:
+    """One experiment in a fresh process, so its time includes loading data and its peak
+    memory is its own."""
+    torch.set_num_threads(threads)
+    cfg = ExperimentConfig.from_dict(cfg_dict)
+    baseline = peak_rss_mb()  # after importing torch and the package
+    start = time.perf_counter()
+    if kind == "project":
+        from fedprune_core.simulation import run_experiment
+
+        result = run_experiment(cfg)
+        out = {"wall_sec": time.perf_counter() - start,
+               "rounds_sec": float(result.metrics.wall_time_sec.sum()),
+               "final_accuracy_pct": result.summary["final_test_accuracy"],
+               "run_dir": str(result.run_dir)}
+    else:
+        import naive_reference
+
+        out = naive_reference.run(cfg)
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["import_rss_mb"] = baseline
+    queue.put(out)
+
+
+def run_experiment_in_process(kind: str, cfg: ExperimentConfig, threads: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_experiment_worker, args=(kind, cfg.to_dict(), threads, queue))
+    proc.start()
+    try:
+        return _result(queue, [proc], f"the {kind} experiment")
+    finally:
+        proc.join()
+
+
+def profile_tables(flat, layout, data, test) -> dict:
+    """Top ops (self CPU time) of one hybrid client update and of one evaluation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = bench_config(pruning_mode="structured", sparsify_method="cost_weighted")
+    pruner = Pruner(layout, flat, cfg)
+    state = client.ClientState(0.4)
+    plan = pruner.plan(0.4)
+
+    def update():
+        client.local_update(0, 0, server.broadcast(flat, plan), pruner, state, data, INFO,
+                            layout, cfg)
+
+    def evaluation():
+        server.evaluate(flat, layout.shape, test, INFO, cfg.eval_batch_size)
+
+    tables = {}
+    for name, fn in (("client_update", update), ("evaluation", evaluation)):
+        fn()  # warm
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        averages = prof.key_averages()
+        print(f"\n--- profile: {name} (top ops by self CPU time) ---")
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=12))
+        top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+        tables[name] = {e.key: round(e.self_cpu_time_total / 1e3, 2) for e in top}  # ms
+    return tables
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def machine_info(threads: int) -> dict:
+    import torchvision
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": dt.datetime.now().isoformat(timespec="seconds"),
+            "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+            "python_version": platform.python_version(), "platform": platform.platform(),
+            "cpu_model": cpu, "cpu_count": os.cpu_count(), "cores_available": available_cores(),
+            "threads": threads, "mkldnn": torch.backends.mkldnn.is_available(),
+            "load_avg_1min_start": load_avg()}
+
+
+def run(args) -> dict:
+    sizes = QUICK if args.quick else FULL
+    threads = args.threads or available_cores()
+    torch.set_num_threads(threads)
+    out_path = Path(args.out)
+    res: dict = {"quick": args.quick, "machine": machine_info(threads),
+                 "load_avg_1min_by_section": {}}
+
+    def note(msg):
+        res["load_avg_1min_by_section"][msg.strip()] = load_avg()
+        print(f"[bench {time.perf_counter() - t0:6.1f}s] {msg} (load {load_avg():.2f})",
+              flush=True)
+
+    t0 = time.perf_counter()
+    load = res["machine"]["load_avg_1min_start"]
+    note(f"{threads} thread(s); load average {load:.2f} on {available_cores()} core(s)")
+    if load >= 1.0:
+        print("WARNING: the machine is busy, so timings are contended; with more threads than "
+              "idle cores, OpenMP's barriers make multi-threaded runs many times slower",
+              flush=True)
+    start = time.perf_counter()
+    train, test = load_dataset(DATASET, None)
+    res["data_load_sec"] = time.perf_counter() - start
+
+    note("matmul ceiling")
+    res["matmul_n"] = sizes.matmul_n
+    res["matmul_gflops_per_sec"] = matmul_gflops(sizes.matmul_n, sizes.matmul_repeats)
+    res["conv_gflops_per_sec"] = conv_gflops(sizes.conv_batch, sizes.matmul_repeats)
+
+    note("local training throughput")
+    data = subset(train, sizes.train_samples)
+    res["train_samples"] = sizes.train_samples
+    for key, shape in (("full", shape_full()), ("pruned40", shape_pruned(0.4))):
+        t = train_throughput(shape, data, sizes.train_repeats)
+        res[f"train_{key}_samples_per_sec"] = t["samples_per_sec"]
+        res[f"train_{key}_gflops_per_sec"] = t["gflops_per_sec"]
+        res[f"train_{key}_pct_of_matmul"] = 100 * t["gflops_per_sec"] / res["matmul_gflops_per_sec"]
+        res[f"train_{key}_pct_of_conv"] = 100 * t["gflops_per_sec"] / res["conv_gflops_per_sec"]
+        res[f"train_{key}_flops_per_sample"] = shape.train_flops_per_sample()
+
+    note("intra-op threads vs processes")
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        t = train_throughput(shape_full(), data, sizes.train_repeats)
+        res[f"train_full_samples_per_sec_{n}thread"] = t["samples_per_sec"]
+        res[f"train_full_samples_per_cpu_sec_{n}thread"] = t["samples_per_cpu_sec"]
+    torch.set_num_threads(threads)
+    res["train_full_samples_per_sec_2proc_1thread_total"] = two_processes(
+        sizes.train_samples, None)
+
+    note("evaluation")
+    shape = shape_full()
+    layout = ParamLayout(shape)
+    flat = init_flat_params(shape, 0)
+    eval_batch = ExperimentConfig().eval_batch_size
+    eval_set = subset(test, sizes.eval_images)
+    res["eval_images"] = len(eval_set)
+    res["eval_batch_size"] = eval_batch
+    by_batch = {str(b): eval_measure(flat, shape, eval_set, b, sizes.eval_repeats)
+                for b in sorted({64, eval_batch, 256, 512, 1000})}
+    res["eval_10k_sec"] = by_batch[str(eval_batch)]["wall_sec"]
+    res["eval_samples_per_sec"] = 10_000 / res["eval_10k_sec"]
+    res["eval_10k_sec_by_batch"] = {b: m["wall_sec"] for b, m in by_batch.items()}
+    res["eval_10k_by_batch_detail"] = by_batch
+    res["eval_naive_10k_sec"] = naive_eval_seconds(len(eval_set), sizes.eval_repeats)
+    ablation = eval_layout_ablation(eval_set, sizes.eval_repeats)
+    res["eval_layout_ablation_10k_sec"] = {k: m["wall_sec"] for k, m in ablation.items()}
+    res["eval_layout_ablation_detail"] = ablation
+
+    note("client updates per method")
+    udata = subset(train, sizes.update_samples)
+    res["client_update_samples"] = sizes.update_samples
+    res["client_updates_per_sec"] = client_update_rates(flat, layout, udata, sizes.update_repeats)
+
+    note("first call of new sub-model shapes")
+    res["first_call"] = first_call_costs(flat, layout, udata, sizes.first_call_ratios)
+    res["first_call_max_extra_sec"] = max(v["extra_sec"] for v in res["first_call"].values())
+
+    if args.profile:
+        note("profiling")
+        res["profile_self_cpu_ms"] = profile_tables(flat, layout, udata, test)
+
+    note("experiment: project vs naive reference (each in its own process)")
+    runs_dir = out_path.parent / "runs"
+    cfg = ExperimentConfig(**sizes.experiment, progress="off", results_dir=str(runs_dir),
+                           run_name="bench_project", overwrite=True, num_threads=threads)
+    res["experiment_config"] = {k: v for k, v in cfg.to_dict().items()
+                                if k in (*sizes.experiment, "pruning_mode", "pruning_ratio",
+                                         "sparsify_method", "sparsity_ratio")}
+    project = run_experiment_in_process("project", cfg, threads)
+    note(f"  project {project['wall_sec']:.1f} s")
+    naive = run_experiment_in_process("naive", cfg, threads)
+    note(f"  naive {naive['wall_sec']:.1f} s")
+    for kind, r in (("project", project), ("naive", naive)):
+        res[f"experiment_{kind}_wall_sec"] = r["wall_sec"]
+        res[f"experiment_{kind}_rounds_sec"] = r["rounds_sec"]
+        res[f"experiment_{kind}_final_accuracy_pct"] = r["final_accuracy_pct"]
+        res[f"experiment_{kind}_peak_rss_mb"] = r["peak_rss_mb"]
+        res[f"experiment_{kind}_rss_after_imports_mb"] = r["import_rss_mb"]
+    res["experiment_speedup_x"] = naive["wall_sec"] / project["wall_sec"]
+    res["experiment_rounds_speedup_x"] = naive["rounds_sec"] / project["rounds_sec"]
+
+    res["peak_rss_mb"] = peak_rss_mb()
+    res["machine"]["load_avg_1min_end"] = load_avg()
+    res["machine"]["contended"] = load >= 1.0  # other work was running when the bench began
+    res["bench_wall_sec"] = time.perf_counter() - t0
+    return res
+
+
+def table(res: dict) -> str:
+    m = res["machine"]
+    rows = [
+        ("machine", f"{m['cpu_model']}, {m['cores_available']} cores, {m['threads']} threads, "
+                    f"torch {m['torch_version']}"),
+        ("load average (1 min) start / end",
+         f"{m['load_avg_1min_start']:.2f} / {m['load_avg_1min_end']:.2f}"
+         + ("  (CONTENDED: other work was running)" if m["contended"] else "")),
+        (f"matmul {res['matmul_n']}^2 float32", f"{res['matmul_gflops_per_sec']:.1f} GFLOP/s"),
+        ("conv 3x3 256->256 32x32 (oneDNN)", f"{res['conv_gflops_per_sec']:.1f} GFLOP/s"),
+    ]
+    for key, label in (("full", "full"), ("pruned40", "40% structured")):
+        rows.append((f"train {label} SimpleCNN",
+                     f"{res[f'train_{key}_samples_per_sec']:,.0f} samples/s, "
+                     f"{res[f'train_{key}_gflops_per_sec']:.1f} GFLOP/s "
+                     f"({res[f'train_{key}_pct_of_matmul']:.0f}% of matmul, "
+                     f"{res[f'train_{key}_pct_of_conv']:.0f}% of conv)"))
+    rows += [
+        ("train full: 1 thread / 2 threads",
+         f"{res['train_full_samples_per_sec_1thread']:,.0f} / "
+         f"{res['train_full_samples_per_sec_2thread']:,.0f} samples/s (per CPU-s: "
+         f"{res['train_full_samples_per_cpu_sec_1thread']:,.0f} / "
+         f"{res['train_full_samples_per_cpu_sec_2thread']:,.0f})"),
+        ("train full: two 1-thread processes",
+         f"{res['train_full_samples_per_sec_2proc_1thread_total']:,.0f} samples/s in total"),
+        (f"evaluate 10k (server.evaluate, batch {res['eval_batch_size']})",
+         f"{res['eval_10k_sec']:.3f} s ({res['eval_samples_per_sec']:,.0f} samples/s)"),
+        ("evaluate 10k, seed-like (PIL + DataLoader, batch 1000, NCHW)",
+         f"{res['eval_naive_10k_sec']:.3f} s"),
+        ("evaluate 10k by batch (wall / CPU s, page faults)", ""),
+    ]
+    for b, m in res["eval_10k_by_batch_detail"].items():
+        rows.append((f"  batch {b}", f"{m['wall_sec']:.3f} / {m['cpu_sec']:.3f} s "
+                                     f"(sys {m['sys_sec']:.2f}), {m['minor_faults']:,} faults"))
+    rows.append(("forward 10k by layout (wall / CPU s, page faults)", ""))
+    for key, m in res["eval_layout_ablation_detail"].items():
+        rows.append((f"  {key}", f"{m['wall_sec']:.3f} / {m['cpu_sec']:.3f} s "
+                                 f"(sys {m['sys_sec']:.2f}), {m['minor_faults']:,} faults"))
+    rows.append((f"client updates ({res['client_update_samples']} samples, 1 epoch)", ""))
+    for name, rate in res["client_updates_per_sec"].items():
+        rows.append((f"  {name}", f"{rate:.2f} updates/s ({1 / rate:.2f} s each)"))
+    rows.append(("first call of a new sub-model shape", ""))
+    for ratio, v in res["first_call"].items():
+        rows.append((f"  ratio {ratio} widths {tuple(v['widths'])}",
+                     f"first {v['first_sec']:.2f} s, then {v['second_sec']:.2f} / "
+                     f"{v['third_sec']:.2f} s (extra {v['extra_sec']:+.2f} s)"))
+    e = res["experiment_config"]
+    rows.append((f"experiment ({e['rounds']} rounds, {e['num_clients']} clients, "
+                 f"{e['clients_per_round']}/round, {e['local_epochs']} epochs)", ""))
+    for kind, label in (("project", "project (run_experiment, with artifacts)"),
+                        ("naive", "naive seed-like reference")):
+        x = {k[len(f"experiment_{kind}_"):]: v for k, v in res.items()
+             if k.startswith(f"experiment_{kind}_")}
+        rows.append((f"  {label}",
+                     f"{x['wall_sec']:.1f} s (rounds {x['rounds_sec']:.1f} s), accuracy "
+                     f"{x['final_accuracy_pct']:.2f}%, peak RSS {x['peak_rss_mb']:.0f} MB "
+                     f"({x['rss_after_imports_mb']:.0f} after imports)"))
+    rows += [
+        ("  speedup (naive / project)", f"{res['experiment_speedup_x']:.2f}x wall, "
+                                         f"{res['experiment_rounds_speedup_x']:.2f}x rounds"),
+        ("peak RSS of this process", f"{res['peak_rss_mb']:.0f} MB"),
+        ("bench wall time", f"{res['bench_wall_sec']:.0f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default 0 = all available cores)")
+    parser.add_argument("--out", default=str(REPO / "results" / "bench" / "bench.json"),
+                        help="where bench.json goes (experiment runs go beside it in runs/)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the top ops of one client update and one evaluation")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    res = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print()
+    print(table(res))
+    print(f"\nWritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Smoke test of the benchmark (benchmarks/bench.py): it runs end to end and writes every number.
+
+No timing is asserted: timings on a shared machine are noise. The naive reference's pieces are
+checked against the core on a tiny case, so the speed comparison compares the same algorithm.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+POSITIVE_KEYS = (
+    "matmul_gflops_per_sec", "conv_gflops_per_sec", "data_load_sec",
+    "train_full_samples_per_sec", "train_full_gflops_per_sec", "train_full_pct_of_matmul",
+    "train_full_pct_of_conv",
+    "train_pruned40_samples_per_sec", "train_pruned40_gflops_per_sec",
+    "train_pruned40_pct_of_matmul",
+    "train_full_samples_per_sec_1thread", "train_full_samples_per_sec_2thread",
+    "train_full_samples_per_sec_2proc_1thread_total",
+    "eval_samples_per_sec", "eval_10k_sec", "eval_naive_10k_sec",
+    "experiment_project_wall_sec", "experiment_naive_wall_sec",
+    "experiment_project_rounds_sec", "experiment_naive_rounds_sec",
+    "experiment_speedup_x", "experiment_rounds_speedup_x",
+    "experiment_project_peak_rss_mb", "experiment_naive_peak_rss_mb", "peak_rss_mb",
+)
+METHODS = ("dense", "unstructured", "structured", "topk", "cost_weighted")
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+def test_quick_bench_writes_every_number(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench.py"), "--quick", "--threads", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+
+    for key in POSITIVE_KEYS:
+        assert isinstance(res[key], (int, float)) and math.isfinite(res[key]) and res[key] > 0, key
+    assert set(res["client_updates_per_sec"]) == set(METHODS)
+    assert all(v > 0 for v in res["client_updates_per_sec"].values())
+    assert all(v > 0 for v in res["eval_10k_sec_by_batch"].values())
+    assert all(v > 0 for v in res["eval_layout_ablation_10k_sec"].values())
+    assert all(v["first_sec"] > 0 and v["second_sec"] > 0 for v in res["first_call"].values())
+    for kind in ("project", "naive"):
+        assert 0 <= res[f"experiment_{kind}_final_accuracy_pct"] <= 100
+    machine = res["machine"]
+    assert machine["torch_version"] == torch.__version__ and machine["threads"] == 1
+    assert machine["cpu_count"] >= 1 and machine["date"]
+    assert (tmp_path / "runs" / "bench_project" / "summary.json").is_file()
+    assert "speedup (naive / project)" in proc.stdout
+
+
+def test_naive_sparsify_matches_core_semantics():
+    """Exactly k of the trained coordinates are sent; sent + new residual = delta + old
+    residual on trained coordinates; untrained residual is kept (as in the core)."""
+    from fedprune_core.config import ExperimentConfig
+    from fedprune_core.sparsification import num_kept
+
+    naive = _load("naive_reference")
+    torch.manual_seed(0)
+    delta = {"conv1.weight": torch.randn(4, 1, 3, 3), "fc1.weight": torch.randn(5, 6)}
+    mask = {n: (torch.rand_like(t) > 0.3).float() for n, t in delta.items()}
+    delta = {n: t * mask[n] for n, t in delta.items()}
+    for method in ("topk", "cost_weighted"):
+        cfg = ExperimentConfig(sparsify_method=method, sparsity_ratio=0.8)
+        residual = {n: torch.randn_like(t) for n, t in delta.items()}
+        old = {n: t.clone() for n, t in residual.items()}
+        sent = naive.sparsify(delta, mask, residual, cfg)
+        trained = {n: int(m.sum()) for n, m in mask.items()}
+        if method == "topk":
+            for n in delta:
+                assert int((sent[n] != 0).sum()) == num_kept(trained[n], 0.8)
+        else:
+            assert sum(int((s != 0).sum()) for s in sent.values()) == num_kept(
+                sum(trained.values()), 0.8)
+        for n in delta:
+            on = mask[n] > 0
+            assert torch.allclose((sent[n] + residual[n])[on], (delta[n] + old[n])[on])
+            assert torch.equal(residual[n][~on], old[n][~on])
+            assert torch.all(sent[n][~on] == 0)
+
+
+def test_naive_submodel_matches_core_plan():
+    """The naive per-tensor sub-model extraction picks the coordinates the core's plan does."""
+    from fedprune_core.config import ExperimentConfig
+    from fedprune_core.models import ModelShape, ParamLayout, init_flat_params
+    from fedprune_core.pruning import Pruner
+
+    naive = _load("naive_reference")
+    shape = ModelShape(1, 28, 10)
+    layout = ParamLayout(shape)
+    flat = init_flat_params(shape, 0)
+    global_sd = {s.name: flat[s.slice].view(s.shape) for s in layout}
+    plan = Pruner(layout, flat, ExperimentConfig()).plan(0.4)
+    keep = naive.choose_units(global_sd, 0.4, "l1")
+    assert all(torch.equal(keep[g], plan.keep[g]) for g in keep)
+    sub = naive.extract_submodel(global_sd, keep, shape.fc_spatial)
+    assert torch.equal(torch.cat([t.flatten() for t in sub.values()]), flat[plan.coords])
+    full, mask = naive.expand_to_global(sub, global_sd, keep, shape.fc_spatial)
+    flat_mask = torch.cat([m.flatten() for m in mask.values()])
+    assert torch.equal(flat_mask.nonzero().squeeze(1), torch.sort(plan.coords)[0])
+    assert torch.equal(torch.cat([t.flatten() for t in full.values()])[plan.coords],
+                       flat[plan.coords])
+
+
+@pytest.mark.parametrize("argv", [["--quick"], ["--threads", "3", "--out", "x.json"]])
+def test_bench_options_parse(argv):
+    bench = _load("bench")
+    args = bench.parse_args(argv)
+    assert args.quick == ("--quick" in argv)
+    assert args.threads == (3 if "--threads" in argv else 0)
