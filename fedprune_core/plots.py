@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # not pyplot: no global state, works under any backend
+from matplotlib.ticker import MaxNLocator
 
 DPI = 300
 
 
 def _accuracy(ax, m: pd.DataFrame):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ev = m.dropna(subset=["test_accuracy"])
     ax.plot(ev["round"], ev["test_accuracy"], marker="o", ms=3)
     ax.set(xlabel="Round", ylabel="Test accuracy (%)", title="Global model accuracy")
@@ -20,6 +22,7 @@ def _accuracy(ax, m: pd.DataFrame):
 
 
 def _compression(ax, m: pd.DataFrame):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.plot(m["round"], 100 * m["avg_transmitted_ratio"], marker="o", ms=3,
             label="transmitted coordinates (%)")
     ax.plot(m["round"], 100 * m["avg_pruning_ratio"], marker="s", ms=3,
@@ -30,6 +33,7 @@ def _compression(ax, m: pd.DataFrame):
 
 
 def _round_time(ax, m: pd.DataFrame):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.plot(m["round"], m["avg_round_time_sec"], marker="o", ms=3,
             label="measured client update (s)")
     ax.plot(m["round"], m["simulated_round_time_sec"], marker="s", ms=3,
