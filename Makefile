@@ -12,7 +12,8 @@ KERNEL_NAME := fedprune-sparse
 
 # Batch knobs: make ablations ROUNDS=5 SEEDS="0 1 2" JOBS=2 FORCE=1 BACKEND=local|dask|slurm
 SEEDS ?= 0
-JOBS ?= 1
+# One unit per core at a time; each unit runs on one thread (same numbers whatever JOBS is).
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 BACKEND ?= local
 ROUNDS ?=
 FORCE ?=

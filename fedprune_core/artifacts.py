@@ -116,6 +116,8 @@ def run_metadata() -> dict[str, Any]:
             "fedprune_core": __version__, "git_commit": commit,
             "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "platform": platform.platform(),
+            # the numbers depend on it (oneDNN's sum order), so it is recorded
+            "torch_threads": torch.get_num_threads(),
             "command": " ".join(sys.argv)}
 
 

@@ -104,7 +104,9 @@ def _unit(index, path, seed, overrides, results_dir, threads) -> dict:
         seed = values["seed"] = values.get("seed", 0) if seed is None else seed
         unit["seed"] = seed
         unit["run_name"] = f"{Path(path).stem}_s{seed}"
-        # The batch owns where runs go and how they restart; threads split the cores over JOBS.
+        # The batch owns where runs go and how they restart. One thread per unit on every back
+        # end: oneDNN's convolution sums depend on the thread count, so a fixed count makes a
+        # unit's numbers the same whatever JOBS or the back end (run --num_threads 1 to match).
         values.update(run_name=unit["run_name"], results_dir=str(results_dir), resume=True,
                       overwrite=False)
         values.setdefault("num_threads", threads)
@@ -432,7 +434,7 @@ def run_dask(grid: Path, units: list[dict], jobs: int, force: bool, progress) ->
 
 
 # Per array task; --jobs is the array's %limit (how many units run at once).
-SLURM_DEFAULTS = {"jobs": 1, "time": "04:00:00", "partition": None, "cpus": 2}
+SLURM_DEFAULTS = {"jobs": 1, "time": "04:00:00", "partition": None, "cpus": 1}
 
 
 def array_spec(indices: list[int], jobs: int) -> str:
@@ -580,19 +582,14 @@ def unit_state(grid: Path, unit: dict) -> dict:
 
 # --- command line -----------------------------------------------------------------------------
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def cmd_run(args) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} is not allowed; allowed: an integer >= 1")
     started = time.monotonic()
     overrides = parse_sets(args.set)
     results_dir = Path(args.results_dir).resolve()
-    # Each unit gets its share of the cores (on SLURM: of its task's cpus), unless set.
-    threads = args.slurm_cpus if args.backend == "slurm" else max(1, _cpus() // args.jobs)
-    units = expand_grid(args.params, args.seeds, overrides, results_dir, threads)
+    # Parallelism comes from JOBS units at once, each on one thread (unless num_threads is set).
+    units = expand_grid(args.params, args.seeds, overrides, results_dir, threads=1)
     if args.name in {u["run_name"] for u in units}:
         raise ConfigError(f"--name {args.name}: a run of the grid has that folder name")
     grid = results_dir / args.name / GRID
@@ -670,8 +667,8 @@ def _slurm_flags(parser, defaults: dict) -> None:
     group.add_argument("--slurm-partition", dest="slurm_partition",
                        default=defaults["partition"], help="Partition (default: the cluster's).")
     group.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=defaults["cpus"],
-                       help="cpus-per-task; also the unit's torch threads unless num_threads "
-                            "is set.")
+                       help="cpus-per-task (units use one torch thread unless num_threads "
+                            "is set).")
 
 
 def add_batch_commands(sub) -> None:
