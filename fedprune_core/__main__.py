@@ -129,8 +129,12 @@ def cmd_notebook(args) -> int:
     else:
         import papermill
 
+        import logging
+
+        # Stream the kernel's round lines to the terminal while the notebook records them.
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
-            out = execute_experiment(cfg)
+            out = execute_experiment(cfg, log_output=True)
         except papermill.PapermillExecutionError as err:
             print(f"error: the experiment notebook failed: {err.ename}: {err.evalue}",
                   file=sys.stderr)
