@@ -80,16 +80,13 @@ def load_runs(results_dir: str | Path, exclude: tuple[str, ...] = ("analysis",))
         raise FileNotFoundError(f"No finished runs (folders with config.json, metrics.csv and "
                                 f"summary.json) in {results_dir.resolve()}")
 
-    rows, metrics, clients, partitions = [], [], [], []
-    for folder in finished:
-        row = _summary_row(folder)
-        rows.append(row)
+    summaries = _split_labels(pd.DataFrame([_summary_row(folder) for folder in finished]))
+    metrics, clients, partitions = [], [], []
+    for folder, row in zip(finished, summaries.to_dict("records")):
         key = {k: row[k] for k in ("run_name", "label", "seed")}
         metrics.append(_read_csv(folder / "metrics.csv", key))
         clients.append(_read_csv(folder / "clients.csv", key))
         partitions.append(_read_csv(folder / "partition.csv", key))
-    summaries = pd.DataFrame(rows)
-    _check_labels(summaries)
     metrics = _concat(metrics)
     # Derived axes for the figures, in the units the tables use.
     metrics["cumulative_uplink_mb"] = metrics["cumulative_uplink_bytes"] / BYTES_PER_MB
@@ -127,16 +124,24 @@ def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _check_labels(summaries: pd.DataFrame) -> None:
-    """Warn when pooling a label's runs as seeds would mix different experiments."""
+def _split_labels(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Runs that share a label but differ in a key config field (a 20-round `make run` beside
+    2-round ablations) are different experiments, not seeds: the differing fields join their
+    label, e.g. "Hybrid(...) [rounds=20]", with a warning."""
+    summaries = summaries.copy()
     for label, group in summaries.groupby("label", sort=False):
         fields = [f for f in CONFIG_FIELDS if f in group and group[f].astype(str).nunique() > 1]
         if fields:
-            warnings.warn(f"Runs labelled {label!r} differ in {', '.join(fields)}; "
-                          "they are pooled as seeds of one method anyway", stacklevel=3)
+            warnings.warn(f"Runs labelled {label!r} differ in {', '.join(fields)}; they are "
+                          "kept apart, with those fields added to their labels", stacklevel=3)
+            summaries.loc[group.index, "label"] = [
+                f"{label} [{', '.join(f'{f}={row[f]}' for f in fields)}]"
+                for _, row in group.iterrows()]
+    for label, group in summaries.groupby("label", sort=False):
         if group["seed"].duplicated().any():
             warnings.warn(f"Runs labelled {label!r} repeat a seed; each run counts as one sample",
                           stacklevel=3)
+    return summaries
 
 
 def _label_order(summaries: pd.DataFrame) -> list[str]:

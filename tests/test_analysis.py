@@ -73,7 +73,11 @@ def test_pooling_runs_with_different_configs_warns(results):
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "dataset": "cifar10"}))
     with pytest.warns(UserWarning, match="'FedAvg' differ in dataset"):
-        analysis.load_runs(results)
+        runs = analysis.load_runs(results)
+    labels = dict(zip(runs.summaries.run_name, runs.summaries.label))
+    assert labels["fedavg_s1"] == "FedAvg [dataset=cifar10]"  # kept apart, not pooled as seeds
+    assert labels["fedavg_s0"] == "FedAvg [dataset=mnist]"
+    assert set(runs.metrics.label) >= {"FedAvg [dataset=cifar10]", "FedAvg [dataset=mnist]"}
 
 
 # ---------------------------------------------------------------- statistics and tables
