@@ -91,7 +91,7 @@ pdf-deps:
 	bash scripts/install_pdf_deps.sh
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

@@ -302,8 +302,9 @@ def _save(fig: Figure, out_dir: str | Path, name: str) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"png": out_dir / f"{name}.png", "pdf": out_dir / f"{name}.pdf"}
-    fig.savefig(paths["png"], dpi=FIGURE_DPI)
-    fig.savefig(paths["pdf"])
+    # tight: legends placed below the axes must not be cut off
+    fig.savefig(paths["png"], dpi=FIGURE_DPI, bbox_inches="tight")
+    fig.savefig(paths["pdf"], bbox_inches="tight")
     return paths
 
 

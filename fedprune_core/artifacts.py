@@ -126,9 +126,10 @@ def write_config(cfg: ExperimentConfig, run_dir: Path, **meta) -> None:
                                                _meta={**run_metadata(), **meta}))
 
 
-def open_log(run_dir: Path, run_name: str, console: bool = True) -> logging.Logger:
+def open_log(run_dir: Path, run_name: str, console: bool = True,
+             bar: bool = True) -> logging.Logger:
     """run.log gets every line; the console gets the round lines (client lines carry
-    extra={'client': True})."""
+    extra={'client': True}), written around the progress bar when there is a live one."""
     logger = logging.getLogger(f"fedprune.{run_name}")
     for handler in list(logger.handlers):
         handler.close()
@@ -139,7 +140,7 @@ def open_log(run_dir: Path, run_name: str, console: bool = True) -> logging.Logg
     file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s"))
     logger.addHandler(file_handler)
     if console:
-        console_handler = _TqdmHandler()
+        console_handler = _TqdmHandler() if bar else logging.StreamHandler(sys.stdout)
         console_handler.addFilter(lambda record: not getattr(record, "client", False))
         console_handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console_handler)

@@ -102,7 +102,8 @@ class ExperimentConfig:
                          runtime=True)
     resume: bool = _p(False, "Continue an interrupted run from its checkpoint (a fresh start "
                              "when there is none).", runtime=True)
-    progress: str = _p("auto", "Progress display: auto (widget in Jupyter), text, or off.",
+    progress: str = _p("auto", "Progress display: auto (a bar; a widget in Jupyter), text "
+                               "(round lines only: papermill, batches), or off.",
                        ("auto", "text", "off"), runtime=True)
     num_threads: int = _p(0, "Torch intra-op threads (0 = all cores).", runtime=True)
 

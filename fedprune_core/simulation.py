@@ -93,7 +93,8 @@ def run_experiment(cfg: ExperimentConfig,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     run_dir, checkpoint = artifacts.prepare_run_dir(cfg)
-    log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off")
+    log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off",
+                             bar=cfg.progress == "auto")
     try:
         return _run(cfg, run_dir, checkpoint, log, on_round_end)
     except KeyboardInterrupt:
@@ -303,19 +304,15 @@ def _log_round(log, cfg, row: dict) -> None:
 
 
 def _progress(cfg, start_round: int):
-    if cfg.progress == "off":
+    """A live bar (a widget in Jupyter) for `auto`; for `text` (papermill, batches) the
+    'Round k/N' lines are the progress, since a redrawn bar only litters a saved notebook."""
+    if cfg.progress != "auto":
         return None
-    if cfg.progress == "auto":
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
-    kwargs = {"mininterval": 30.0} if cfg.progress == "text" else {}
-    return tqdm(total=cfg.rounds, initial=start_round - 1, desc=cfg.run_name, unit="round",
-                **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.rounds, initial=start_round - 1, desc=cfg.run_name, unit="round")
 
 
 def describe_partition(cfg: ExperimentConfig) -> pd.DataFrame:
     """Samples per class on each client, as the run will partition them."""
-    fed = setup(cfg)
-    frame = pd.DataFrame(_partition_rows(fed.counts)).set_index("client_id")
-    return frame
+    return pd.DataFrame(_partition_rows(setup(cfg).counts)).set_index("client_id")
