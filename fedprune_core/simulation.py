@@ -110,7 +110,6 @@ def run_experiment(cfg: ExperimentConfig,
 
 def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
     wall_start = time.perf_counter()
-    info = DATASETS[cfg.dataset]
     log.info(f"FedPrune-Sparse run '{cfg.run_name}': {cfg.method_label} on {cfg.dataset} "
              f"(data root {resolve_data_root(cfg.data_root).resolve()}), device {cfg.device}")
     fed = setup(cfg)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fedprune_core import server, wire
-from fedprune_core.client import ClientState, train
+from fedprune_core.client import train
 from fedprune_core.config import ExperimentConfig
 from fedprune_core.data import TensorDataset
 from fedprune_core.datasets import DATASETS
