@@ -44,6 +44,7 @@ from typing import Optional
 
 import yaml
 
+from .artifacts import write_atomic
 from .config import ConfigError, ExperimentConfig, _coerce, load_params_file
 
 # notebook.REPO_ROOT, not imported from there: that would load torch for every CLI command.
@@ -130,19 +131,13 @@ def _check_unique(units: list[dict]) -> None:
 
 def write_grid(units: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, "".join(json.dumps(u) + "\n" for u in units))
+    write_atomic(path, "".join(json.dumps(u) + "\n" for u in units))
 
 
 def read_grid(path: Path) -> list[dict]:
     if not Path(path).is_file():
         raise ConfigError(f"grid {path} does not exist (batch run writes it)")
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _run_dir(unit: dict) -> Path:
@@ -165,7 +160,7 @@ def load_record(grid: Path, index: int) -> Optional[dict]:
 def save_record(grid: Path, record: dict) -> dict:
     path = _record_path(grid, record["unit"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(record, indent=1))
+    write_atomic(path, json.dumps(record, indent=1))
     return record
 
 
@@ -475,7 +470,7 @@ def write_sbatch(grid: Path, indices: list[int], settings: dict, name: str) -> P
         "# One retry, as on the local and Dask back ends; status 2 (a ConfigError) is final.",
         'unit || { status=$?; [ "$status" -eq 1 ] || exit "$status"; unit; }', ""]
     path = slurm / name
-    _write_atomic(path, "\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path
 
 
@@ -499,7 +494,7 @@ def _run_slurm(grid: Path, records: list[dict], todo: list[dict], args) -> int:
     settings = {"jobs": args.jobs, "time": args.slurm_time, "partition": args.slurm_partition,
                 "cpus": args.slurm_cpus, "force": args.force}
     (grid.parent / "slurm").mkdir(exist_ok=True)
-    _write_atomic(grid.parent / "slurm" / "settings.json", json.dumps(settings, indent=1))
+    write_atomic(grid.parent / "slurm" / "settings.json", json.dumps(settings, indent=1))
     if records:
         print(format_table(records, COLUMNS))
     code = submit(grid, write_sbatch(grid, [u["index"] for u in todo], settings,
@@ -553,7 +548,7 @@ def write_summary(grid: Path, records: list[dict], backend: str, seconds=None) -
                "wall_sec": None if seconds is None else round(seconds, 1),
                "counts": dict(counts),
                "units": [{c: r.get(c) for c in (*COLUMNS, "attempt")} for r in records]}
-    _write_atomic(grid.parent / SUMMARY, json.dumps(summary, indent=1))
+    write_atomic(grid.parent / SUMMARY, json.dumps(summary, indent=1))
     return counts
 
 
