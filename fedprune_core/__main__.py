@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--report", choices=("html", "pdf"), help="Also export a report.")
     add_config_flags(nb)
     nb.set_defaults(handler=cmd_notebook)
-    params = sub.add_parser("notebook-params", help="Print (or --write) the experiment "
-                            "notebook's parameters cell, generated from ExperimentConfig.")
-    params.add_argument("--write", action="store_true", help="Rewrite the notebook's cell.")
+    params = sub.add_parser("notebook-params", help="Print the experiment notebook's "
+                            "parameters cell, generated from ExperimentConfig (`make notebooks` "
+                            "writes it).")
     params.set_defaults(handler=cmd_notebook_params)
     from .batch import add_batch_commands
 
@@ -149,12 +149,9 @@ def cmd_notebook(args) -> int:
 
 
 def cmd_notebook_params(args) -> int:
-    from .notebook import parameters_source, write_parameters_cell
+    from .notebook import parameters_source
 
-    if args.write:
-        write_parameters_cell()
-    else:
-        print(parameters_source())
+    print(parameters_source())
     return 0
 
 

@@ -45,7 +45,7 @@ from typing import Optional
 import yaml
 
 from .artifacts import write_atomic
-from .config import ConfigError, ExperimentConfig, _coerce, load_params_file
+from .config import ConfigError, ExperimentConfig, coerce_value, load_params_file
 
 # notebook.REPO_ROOT, not imported from there: that would load torch for every CLI command.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def parse_sets(items: list[str]) -> dict:
             raise ConfigError(f"--set {key}: unknown parameter; allowed: "
                               f"{', '.join(sorted(names))}")
         try:
-            overrides[key] = _coerce(key, yaml.safe_load(text))
+            overrides[key] = coerce_value(key, yaml.safe_load(text))
         except ConfigError as err:
             raise ConfigError(f"--set {err}") from None
     return overrides

@@ -122,7 +122,7 @@ class ExperimentConfig:
         if unknown:
             raise ConfigError(
                 f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-        kwargs = {k: _coerce(k, v) for k, v in values.items() if k in names}
+        kwargs = {k: coerce_value(k, v) for k, v in values.items() if k in names}
         return cls(**kwargs)
 
     @classmethod
@@ -187,7 +187,7 @@ def parameters_markdown() -> str:
     return "\n".join(rows)
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce_value(name: str, value: Any) -> Any:
     """YAML and JSON give ints for floats (1 vs 1.0) and strings from the command line."""
     spec = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]
     kind = spec.type.replace("Optional[", "").rstrip("]")

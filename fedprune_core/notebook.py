@@ -1,7 +1,7 @@
 """Running the experiment notebook through papermill, and keeping its parameters in step.
 
 The `parameters` cell of notebooks/experiment.ipynb is generated from ExperimentConfig
-(`python -m fedprune_core notebook-params --write`), and a test checks they are equal, so the
+(`make notebooks`), and a test checks they are equal, so the
 notebook can never offer a parameter the core does not know, or miss one it does.
 """
 
@@ -26,7 +26,7 @@ OUTPUT_NAME = "experiment.ipynb"
 def parameters_source() -> str:
     """The experiment notebook's `parameters` cell: every field, its default, its help."""
     lines = ["# Parameters: generated from fedprune_core.config.ExperimentConfig",
-             "# (python -m fedprune_core notebook-params --write). papermill overrides them."]
+             "# (make notebooks). papermill overrides them."]
     for f in dataclasses.fields(ExperimentConfig):
         help_text = f.metadata["help"]
         if f.metadata["choices"]:
@@ -40,13 +40,6 @@ def config_from_namespace(namespace: dict[str, Any]) -> ExperimentConfig:
     """The notebook's config from its variables (after papermill injected its own)."""
     names = [f.name for f in dataclasses.fields(ExperimentConfig)]
     return ExperimentConfig.from_dict({name: namespace[name] for name in names})
-
-
-def write_parameters_cell(path: Path = EXPERIMENT_NOTEBOOK) -> None:
-    nb = json.loads(path.read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    cell["source"] = parameters_source()
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def notebook_parameters_cell(path: Path = EXPERIMENT_NOTEBOOK) -> str:
