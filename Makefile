@@ -73,14 +73,14 @@ analysis: $(STAMP)
 	$(PY) -m papermill notebooks/analysis.ipynb results/analysis/analysis.ipynb \
 		-k python3 --cwd . --no-progress-bar
 
-# Reports are written beside each executed notebook, code hidden (fedprune_core.reports).
+# Reports are written beside each executed notebook, code hidden (fedprune_core.tools.reports).
 REPORT_NOTEBOOKS := results/analysis/analysis.ipynb results/*/experiment.ipynb
 
 report: $(STAMP)
-	$(PY) -m fedprune_core.reports html --skip-missing $(REPORT_NOTEBOOKS)
+	$(PY) -m fedprune_core.tools.reports html --skip-missing $(REPORT_NOTEBOOKS)
 
 report-pdf: $(STAMP) pdf-deps
-	$(PY) -m fedprune_core.reports pdf --skip-missing $(REPORT_NOTEBOOKS)
+	$(PY) -m fedprune_core.tools.reports pdf --skip-missing $(REPORT_NOTEBOOKS)
 
 # What the tests exercise for real: headless Chromium (PDF) and a single-node SLURM.
 test-deps:

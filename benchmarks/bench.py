@@ -38,13 +38,13 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-from fedprune_core import client, server  # noqa: E402
+from fedprune_core.fl import client, server  # noqa: E402
 from fedprune_core.config import ExperimentConfig  # noqa: E402
-from fedprune_core.data import TensorDataset, load_dataset, normalize  # noqa: E402
-from fedprune_core.datasets import DATASETS  # noqa: E402
-from fedprune_core.models import (  # noqa: E402
+from fedprune_core.data.loading import TensorDataset, load_dataset, normalize  # noqa: E402
+from fedprune_core.data.catalog import DATASETS  # noqa: E402
+from fedprune_core.models.layers import (  # noqa: E402
     ModelShape, ParamLayout, init_flat_params, model_from_flat)
-from fedprune_core.pruning import Pruner, kept_units  # noqa: E402
+from fedprune_core.fl.pruning import Pruner, kept_units  # noqa: E402
 from fedprune_core.rng import torch_generator  # noqa: E402
 
 DATASET = "mnist"
@@ -339,7 +339,7 @@ def _experiment_worker(kind: str, cfg_dict: dict, threads: int, queue) -> None:
     baseline = peak_rss_mb()  # after importing torch and the package
     start = time.perf_counter()
     if kind == "project":
-        from fedprune_core.simulation import run_experiment
+        from fedprune_core.run.loop import run_experiment
 
         result = run_experiment(cfg)
         out = {"wall_sec": time.perf_counter() - start,

@@ -26,14 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedprune_core.config import ExperimentConfig
-from fedprune_core.data import partition, resolve_data_root, subsample
-from fedprune_core.datasets import DATASETS
-from fedprune_core.models import LAYERS, ModelShape, ParamLayout, init_flat_params
-from fedprune_core.pruning import initial_ratios, kept_units
+from fedprune_core.data.loading import partition, resolve_data_root, subsample
+from fedprune_core.data.catalog import DATASETS
+from fedprune_core.models.layers import LAYERS, ModelShape, ParamLayout, init_flat_params
+from fedprune_core.fl.pruning import initial_ratios, kept_units
 from fedprune_core.rng import derive_seed
-from fedprune_core.simulation import sample_clients
-from fedprune_core.sparsification import num_kept
-from fedprune_core.systems import make_profiles
+from fedprune_core.run.loop import sample_clients
+from fedprune_core.fl.sparsification import num_kept
+from fedprune_core.fl.systems import make_profiles
 
 
 class NaiveCNN(nn.Module):

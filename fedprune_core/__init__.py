@@ -13,6 +13,6 @@ __all__ = ["ConfigError", "ExperimentConfig", "run_experiment", "__version__"]
 
 def run_experiment(*args, **kwargs):
     """See `fedprune_core.simulation.run_experiment` (imported lazily: torch is heavy)."""
-    from .simulation import run_experiment as run
+    from .run.loop import run_experiment as run
 
     return run(*args, **kwargs)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .datasets import DATASETS
+from .data.catalog import DATASETS
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fedprune_core.notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS, parameters_source
+from fedprune_core.tools.notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS, parameters_source
 
 EXPLORE_NOTEBOOK = NOTEBOOKS / "explore.ipynb"
 
@@ -29,8 +29,8 @@ Every parameter is documented in the next cell and in README.md."""),
 import pandas as pd
 
 from fedprune_core import run_experiment
-from fedprune_core.notebook import config_from_namespace, use_project_root
-from fedprune_core.simulation import describe_partition
+from fedprune_core.tools.notebook import config_from_namespace, use_project_root
+from fedprune_core.run.loop import describe_partition
 
 use_project_root()  # opened in JupyterLab from notebooks/: results/ is the project's
 config = config_from_namespace(globals())  # validates every parameter before any work
@@ -78,8 +78,8 @@ notebook can read it too.
 The controls start at `ExperimentConfig`'s defaults, except for a quick first click: 5 rounds,
 1 local epoch, 20% of the training data.
 Any other parameter can be fixed by passing it, e.g. `explorer(local_epochs=1, lr=0.05)`."""),
-    ("code", """from fedprune_core.explore import explorer
-from fedprune_core.notebook import use_project_root
+    ("code", """from fedprune_core.tools.explore import explorer
+from fedprune_core.tools.notebook import use_project_root
 
 use_project_root()  # results/ is the project's, as on the command line
 explorer()"""),

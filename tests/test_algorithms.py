@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from fedprune_core import server, wire
-from fedprune_core.client import train
+from fedprune_core.fl import server, wire
+from fedprune_core.fl.client import train
 from fedprune_core.config import ExperimentConfig
-from fedprune_core.data import TensorDataset
-from fedprune_core.datasets import DATASETS
-from fedprune_core.models import ModelShape, ParamLayout, SimpleCNN, flat_params, init_flat_params, model_from_flat
-from fedprune_core.pruning import Pruner, initial_ratios, online_ratio
-from fedprune_core.sparsification import compress, num_kept, select, topk_exact
+from fedprune_core.data.loading import TensorDataset
+from fedprune_core.data.catalog import DATASETS
+from fedprune_core.models.layers import ModelShape, ParamLayout, SimpleCNN, flat_params, init_flat_params, model_from_flat
+from fedprune_core.fl.pruning import Pruner, initial_ratios, online_ratio
+from fedprune_core.fl.sparsification import compress, num_kept, select, topk_exact
 
 SHAPE = ModelShape(1, 28, 10)
 LAYOUT = ParamLayout(SHAPE)

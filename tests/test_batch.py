@@ -20,10 +20,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from fedprune_core import batch
-from fedprune_core.__main__ import main
+from fedprune_core.tools import batch
+from fedprune_core.cli import main
 from fedprune_core.config import ConfigError, ExperimentConfig
-from fedprune_core.simulation import run_experiment
+from fedprune_core.run.loop import run_experiment
 
 TINY = "rounds: 1\nnum_clients: 4\nclients_per_round: 2\nlocal_epochs: 1\ndata_fraction: 0.05\n"
 TIMING = ["avg_round_time_sec", "wall_time_sec", "elapsed_sec", "eval_time_sec"]

@@ -75,7 +75,7 @@ def test_naive_sparsify_matches_core_semantics():
     """Exactly k of the trained coordinates are sent; sent + new residual = delta + old
     residual on trained coordinates; untrained residual is kept (as in the core)."""
     from fedprune_core.config import ExperimentConfig
-    from fedprune_core.sparsification import num_kept
+    from fedprune_core.fl.sparsification import num_kept
 
     naive = _load("naive_reference")
     torch.manual_seed(0)
@@ -104,8 +104,8 @@ def test_naive_sparsify_matches_core_semantics():
 def test_naive_submodel_matches_core_plan():
     """The naive per-tensor sub-model extraction picks the coordinates the core's plan does."""
     from fedprune_core.config import ExperimentConfig
-    from fedprune_core.models import ModelShape, ParamLayout, init_flat_params
-    from fedprune_core.pruning import Pruner
+    from fedprune_core.models.layers import ModelShape, ParamLayout, init_flat_params
+    from fedprune_core.fl.pruning import Pruner
 
     naive = _load("naive_reference")
     shape = ModelShape(1, 28, 10)

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from fedprune_core.__main__ import build_parser, config_from_args
+from fedprune_core.cli import build_parser, config_from_args
 from fedprune_core.config import ConfigError, ExperimentConfig
 
 

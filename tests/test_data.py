@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedprune_core.data import DataUnavailableError, class_counts, load_dataset, partition, subsample
+from fedprune_core.data.loading import DataUnavailableError, class_counts, load_dataset, partition, subsample
 
 
 @pytest.mark.parametrize("method", ["iid", "shards", "dirichlet"])

@@ -13,9 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fedprune_core import explore
+from fedprune_core.tools import explore
 from fedprune_core.config import ConfigError, ExperimentConfig
-from fedprune_core.notebook import (EXPERIMENT_NOTEBOOK, execute_experiment,
+from fedprune_core.tools.notebook import (EXPERIMENT_NOTEBOOK, execute_experiment,
                                     notebook_parameters_cell, parameters_source)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def test_run_button_runs_an_experiment_with_a_live_figure(tmp_path, monkeypatch)
 
 def test_notebooks_in_jupyterlab_write_to_the_project_results(tmp_path, monkeypatch):
     """A kernel opened from notebooks/ moves to the project root, so results/ is the project's."""
-    from fedprune_core.notebook import NOTEBOOKS, REPO_ROOT, use_project_root
+    from fedprune_core.tools.notebook import NOTEBOOKS, REPO_ROOT, use_project_root
 
     monkeypatch.chdir(NOTEBOOKS)
     use_project_root()

@@ -1,4 +1,4 @@
-"""Tests for fedprune_core.reports (HTML / PDF export of executed notebooks)."""
+"""Tests for fedprune_core.tools.reports (HTML / PDF export of executed notebooks)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from fedprune_core import reports
-from fedprune_core.reports import (
+from fedprune_core.tools import reports
+from fedprune_core.tools.reports import (
     ReportError,
     ReportToolMissingError,
     export_html,

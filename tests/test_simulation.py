@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fedprune_core.artifacts import RunExistsError
-from fedprune_core.client import DivergenceError
+from fedprune_core.run.artifacts import RunExistsError
+from fedprune_core.fl.client import DivergenceError
 from fedprune_core.config import ConfigError
-from fedprune_core.simulation import run_experiment
+from fedprune_core.run.loop import run_experiment
 
 METRIC_COLUMNS = ["round", "test_accuracy", "test_loss", "train_loss", "avg_transmitted_ratio",
                   "avg_pruning_ratio", "avg_round_time_sec", "uplink_bytes", "uplink_dense_bytes",

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from . import wire
-from .data import TensorDataset, normalize
-from .datasets import DatasetInfo
-from .models import model_from_flat
+from ..data.loading import TensorDataset, normalize
+from ..data.catalog import DatasetInfo
+from ..models.layers import model_from_flat
 from .pruning import Plan, Pruner
 
 

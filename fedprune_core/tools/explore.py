@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # not pyplot: no global state, no inline backend needed
 from matplotlib.ticker import MaxNLocator
 
-from .config import ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 
 MB = 1e6
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
@@ -184,10 +184,10 @@ class Explorer(widgets.VBox):
     def run(self, _button=None) -> None:
         """The Run button: validate, then run one experiment with a live figure."""
         # torch is heavy: imported when a run starts, not when the controls are built
-        from .artifacts import RunExistsError
-        from .client import DivergenceError
-        from .data import DataUnavailableError
-        from .simulation import run_experiment
+        from ..run.artifacts import RunExistsError
+        from ..fl.client import DivergenceError
+        from ..data.loading import DataUnavailableError
+        from ..run.loop import run_experiment
 
         values = {**self.values(), "progress": "off"}
         values["run_name"] = fresh_run_name(values["results_dir"])

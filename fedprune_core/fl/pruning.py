@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .config import ExperimentConfig
-from .models import LAYERS, ModelShape, ParamLayout
+from ..config import ExperimentConfig
+from ..models.layers import LAYERS, ModelShape, ParamLayout
 
 
 @dataclass

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .artifacts import RunExistsError, default_run_name, run_state
-from .config import ExperimentConfig
+from ..run.artifacts import RunExistsError, default_run_name, run_state
+from ..config import ExperimentConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO_ROOT / "notebooks"

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from . import wire
-from .config import ExperimentConfig
-from .data import TensorDataset, normalize
-from .datasets import DatasetInfo
-from .models import ParamLayout, flat_params, model_from_flat
+from ..config import ExperimentConfig
+from ..data.loading import TensorDataset, normalize
+from ..data.catalog import DatasetInfo
+from ..models.layers import ParamLayout, flat_params, model_from_flat
 from .pruning import Plan, Pruner
-from .rng import torch_generator
+from ..rng import torch_generator
 from .sparsification import compress
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ExperimentConfig
-from .rng import numpy_generator
+from ..config import ExperimentConfig
+from ..rng import numpy_generator
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .datasets import DatasetInfo
+from ..data.catalog import DatasetInfo
 
 # (layer, group of its input units, group of its output units); a group is what structured
 # pruning keeps or drops together: conv filters, hidden neurons. None = never pruned.
@@ -138,7 +138,7 @@ def flat_params(model: nn.Module) -> torch.Tensor:
 
 def init_flat_params(shape: ModelShape, seed: int) -> torch.Tensor:
     """PyTorch's default initialisation, drawn from the seeded 'init' stream."""
-    from .rng import derive_seed
+    from ..rng import derive_seed
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))

@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import artifacts, plots, server
-from .client import ClientState, DivergenceError, local_update
-from .config import ExperimentConfig, check_device
-from .data import TensorDataset, class_counts, load_dataset, partition, resolve_data_root, subsample
-from .datasets import DATASETS
-from .models import ModelShape, ParamLayout, init_flat_params
-from .pruning import Pruner, initial_ratios, kept_units, online_ratio
-from .rng import torch_generator
-from .systems import auto_deadline, make_profiles
+from . import artifacts, plots
+from ..fl import server
+from ..fl.client import ClientState, DivergenceError, local_update
+from ..config import ExperimentConfig, check_device
+from ..data.loading import TensorDataset, class_counts, load_dataset, partition, resolve_data_root, subsample
+from ..data.catalog import DATASETS
+from ..models.layers import ModelShape, ParamLayout, init_flat_params
+from ..fl.pruning import Pruner, initial_ratios, kept_units, online_ratio
+from ..rng import torch_generator
+from ..fl.systems import auto_deadline, make_profiles
 
 MB = 1e6
 

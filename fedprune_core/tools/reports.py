@@ -35,8 +35,8 @@ widget state from failing nbconvert's validation.
 
 CLI (used by the Makefile)::
 
-    python -m fedprune_core.reports html results/analysis/analysis.ipynb results/*/experiment.ipynb
-    python -m fedprune_core.reports pdf --skip-missing 'results/*/experiment.ipynb'
+    python -m fedprune_core.tools.reports html results/analysis/analysis.ipynb results/*/experiment.ipynb
+    python -m fedprune_core.tools.reports pdf --skip-missing 'results/*/experiment.ipynb'
 """
 
 from __future__ import annotations
@@ -420,7 +420,7 @@ def _expand(args: Sequence[str], skip_missing: bool) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fedprune_core.reports",
+        prog="python -m fedprune_core.tools.reports",
         description="Export executed notebooks to self-contained HTML or PDF reports "
         "(written beside each notebook as <stem>.html / <stem>.pdf).",
     )

@@ -44,8 +44,8 @@ from typing import Optional
 
 import yaml
 
-from .artifacts import write_atomic
-from .config import ConfigError, ExperimentConfig, coerce_value, load_params_file
+from ..run.artifacts import write_atomic
+from ..config import ConfigError, ExperimentConfig, coerce_value, load_params_file
 
 # notebook.REPO_ROOT, not imported from there: that would load torch for every CLI command.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def _record(grid, unit, status, seconds=0.0, error=None, retry=False, attempt=0)
 
 def settled(grid: Path, unit: dict, force: bool) -> Optional[dict]:
     """The unit's record if it needs no run (invalid, or already finished), else None."""
-    from .artifacts import run_state
+    from ..run.artifacts import run_state
 
     if unit["error"]:
         _note(grid, unit, f"not run, invalid: {unit['error']}")
@@ -555,7 +555,7 @@ def write_summary(grid: Path, records: list[dict], backend: str, seconds=None) -
 def unit_state(grid: Path, unit: dict) -> dict:
     """A unit as `status` shows it: its run folder's state, its last try's record, and its
     batch status (finished, skipped, failed, or pending while it may still run)."""
-    from .artifacts import run_state
+    from ..run.artifacts import run_state
 
     record = load_record(grid, unit["index"]) or {}
     state = "invalid" if unit["error"] else run_state(_run_dir(unit))
@@ -632,7 +632,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_resubmit_missing(args) -> int:
-    from .artifacts import run_state
+    from ..run.artifacts import run_state
 
     grid = Path(args.grid).resolve()
     units = read_grid(grid)

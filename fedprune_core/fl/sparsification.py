@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .config import ExperimentConfig
+from ..config import ExperimentConfig
 
 
 def num_kept(n: int, sparsity: float) -> int:

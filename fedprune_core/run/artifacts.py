@@ -20,7 +20,7 @@ from typing import Any, Optional
 import pandas as pd
 import torch
 
-from .config import ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_curve.png",
@@ -105,7 +105,7 @@ def write_csv(rows: list[dict], path: Path) -> pd.DataFrame:
 def run_metadata() -> dict[str, Any]:
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import DATASETS, DatasetInfo
-from .rng import numpy_generator
+from .catalog import DATASETS, DatasetInfo
+from ..rng import numpy_generator
 
 DATA_ROOT_ENV = "FEDPRUNE_DATA_ROOT"
 

@@ -1,0 +1,157 @@
+"""Command line: `python -m fedprune_core run [--params FILE.yaml] [--flag value ...]`.
+
+Every flag is generated from ExperimentConfig (booleans get `--name` and `--no_name`), so the
+flags, their defaults and their help cannot drift from the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Optional
+
+from .config import ConfigError, ExperimentConfig
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "auto") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ExperimentConfig field; unset flags stay out of the namespace."""
+    group = parser.add_argument_group("experiment parameters (defaults from ExperimentConfig)")
+    for f in dataclasses.fields(ExperimentConfig):
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        kind = f.type.replace("Optional[", "").rstrip("]")
+        if kind == "bool":
+            group.add_argument(f"--{f.name}", dest=f.name, action="store_const", const=True,
+                               default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(f"--no_{f.name}", dest=f.name, action="store_const",
+                               const=False, default=argparse.SUPPRESS,
+                               help=f"Turn {f.name} off.")
+            continue
+        parse = {"int": int, "float": float, "str": str}[kind]
+        if f.type.startswith("Optional"):
+            parse = _optional(parse)
+        group.add_argument(f"--{f.name}", dest=f.name, type=parse, default=argparse.SUPPRESS,
+                           choices=f.metadata["choices"] or None, metavar=kind.upper(),
+                           help=help_text + (f"; one of {', '.join(f.metadata['choices'])}"
+                                             if f.metadata["choices"] else ""))
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    return ExperimentConfig.from_yaml(*(args.params or []), overrides=overrides)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: same one-line style, status 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m fedprune_core",
+                     description="FedPrune-Sparse: federated learning with client-side pruning "
+                                 "and sparsified updates with error feedback.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="Run one experiment and write its artifacts.",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("--params", action="append", metavar="FILE.yaml",
+                     help="YAML parameter file (repeatable; later files and flags win).")
+    add_config_flags(run)
+    nb = sub.add_parser("notebook", help="Run one experiment through the experiment notebook "
+                        "(papermill); the executed notebook is saved in the run folder.",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    nb.add_argument("--params", action="append", metavar="FILE.yaml",
+                    help="YAML parameter file (repeatable; later files and flags win).")
+    nb.add_argument("--report", choices=("html", "pdf"), help="Also export a report.")
+    add_config_flags(nb)
+    nb.set_defaults(handler=cmd_notebook)
+    params = sub.add_parser("notebook-params", help="Print the experiment notebook's "
+                            "parameters cell, generated from ExperimentConfig (`make notebooks` "
+                            "writes it).")
+    params.set_defaults(handler=cmd_notebook_params)
+    from .tools.batch import add_batch_commands
+
+    add_batch_commands(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return args.handler(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args) -> int:
+    from .run.artifacts import RunExistsError
+    from .fl.client import DivergenceError
+    from .data.loading import DataUnavailableError
+
+    cfg = config_from_args(args)  # validates before any data is touched
+    from .run.loop import run_experiment
+
+    try:
+        run_experiment(cfg)
+    except RunExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (DataUnavailableError, DivergenceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the last finished round's checkpoint is kept; rerun with --resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_notebook(args) -> int:
+    from .run.artifacts import run_state
+    from .tools.notebook import execute_experiment, output_path
+
+    cfg = config_from_args(args)
+    if cfg.run_name and run_state(output_path(cfg).parent) == "finished" and not cfg.overwrite:
+        print(f"{output_path(cfg).parent} is already finished; skipping it (--overwrite or "
+              f"FORCE=1 to redo it)")
+        out = output_path(cfg)
+    else:
+        import papermill
+
+        import logging
+
+        # Stream the kernel's round lines to the terminal while the notebook records them.
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:
+            out = execute_experiment(cfg, log_output=True)
+        except papermill.PapermillExecutionError as err:
+            print(f"error: the experiment notebook failed: {err.ename}: {err.evalue}",
+                  file=sys.stderr)
+            return 1
+        print(f"executed notebook: {out}")
+    if args.report:
+        from .tools.reports import export_reports
+
+        for path in export_reports([out], fmt=args.report):
+            print(f"report: {path}")
+    return 0
+
+
+def cmd_notebook_params(args) -> int:
+    from .tools.notebook import parameters_source
+
+    print(parameters_source())
+    return 0
+
+
