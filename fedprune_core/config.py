@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import yaml
 
@@ -188,17 +189,17 @@ def parameters_markdown() -> str:
 
 
 def coerce_value(name: str, value: Any) -> Any:
-    """YAML and JSON give ints for floats (1 vs 1.0) and strings from the command line."""
+    """YAML and JSON give ints for floats (1 vs 1.0), and PyYAML reads `1e-3` as a string.
+
+    A boolean must be a real boolean: the quoted string "yes" (or "false") is not taken as one,
+    since `"no"` silently meaning True or False is a trap.
+    """
     spec = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]
     kind = spec.type.replace("Optional[", "").rstrip("]")
     if value is None:
         return None
     try:
         if kind == "bool":
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-                return False
             if isinstance(value, bool):
                 return value
             raise TypeError
@@ -211,33 +212,87 @@ def coerce_value(name: str, value: Any) -> Any:
                 raise TypeError
             return float(value)
         if kind == "str":
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise TypeError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     else:
         return value
+    if kind == "bool":
+        raise ConfigError(f"{name}: expected true or false (unquoted), got {value!r}")
     raise ConfigError(f"{name}: expected {kind}, got {value!r}")
 
 
-def load_params_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML parameter file; `extends: other.yaml` pulls shared settings in first."""
+def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML parameter file; `extends: other.yaml` pulls shared settings in first.
+
+    Every way a file can be unusable is a ConfigError naming the file: missing, not text, not
+    valid YAML, empty (say `{}` to mean "all defaults"), not a mapping, an unknown parameter,
+    or an `extends:` chain that comes back to itself.
+    """
     path = Path(path)
+    where = " (extended by " + " <- ".join(str(p) for p in reversed(_chain)) + ")" if _chain else ""
+    if path.resolve() in [p.resolve() for p in _chain]:
+        cycle = " -> ".join(str(p) for p in (*_chain, path))
+        raise ConfigError(f"params file {path}: extends: cycle {cycle}; allowed: a chain of "
+                          f"files that ends")
     if not path.is_file():
-        raise ConfigError(f"params file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"params file {path} does not exist{where}")
+    data = _parse_yaml(path)
+    if data is None:
+        raise ConfigError(f"params file {path} holds no parameters (empty, or only comments); "
+                          f"allowed: a mapping of parameter: value (write {{}} to run on the "
+                          f"defaults)")
     if not isinstance(data, dict):
-        raise ConfigError(f"params file {path}: expected a mapping of parameter: value")
+        raise ConfigError(f"params file {path}: expected a mapping of parameter: value, got "
+                          f"a {type(data).__name__}")
     parents = data.pop("extends", None) or []
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"params file {path}: extends: expected a file name or a list of "
+                          f"them, got {parents!r}")
     merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else parents:
-        merged.update(load_params_file(path.parent / parent))
-    merged.update(data)
+    for parent in parents:
+        merged.update(load_params_file(path.parent / parent, (*_chain, path)))
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = sorted(k for k in data if k not in names)
+    unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         raise ConfigError(f"params file {path}: unknown parameter(s) {', '.join(unknown)}; "
                           f"allowed: {', '.join(sorted(names))}")
+    merged.update(data)
     return merged
+
+
+def _parse_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"params file {path} is not a text file; allowed: a YAML file of "
+                          f"parameter: value lines") from None
+    except OSError as err:
+        raise ConfigError(f"params file {path} cannot be read: {err.strerror}") from None
+    if "\0" in text:
+        raise ConfigError(f"params file {path} is not a text file; allowed: a YAML file of "
+                          f"parameter: value lines")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"params file {path} is not valid YAML{at}: {problem}; allowed: "
+                          f"parameter: value lines, indented with spaces (not tabs)") from None
+
+
+def parse_yaml_value(name: str, text: str) -> Any:
+    """A value written as YAML (`--set key=value`), coerced to the parameter's type."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{name}: {text!r} is not a valid YAML value ({problem})") from None
+    return coerce_value(name, value)
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -291,8 +346,104 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
          "device", "cpu, cuda or cuda:N")
     if cfg.run_name is not None:
-        need(cfg.run_name not in ("", ".", "..") and "/" not in cfg.run_name
-             and "\\" not in cfg.run_name, "run_name", "a folder name without path separators")
+        check_folder_name(cfg.run_name, "run_name")
+    need(cfg.results_dir != "" and "\0" not in cfg.results_dir, "results_dir", "a folder path")
+    _check_enough_samples(cfg)
+
+
+# A run folder's name, with room left under the file system's 255-byte limit for the files
+# named after it (a batch's logs/<run_name>.log).
+MAX_NAME_BYTES = 200
+
+
+def check_folder_name(name: str, param: str) -> None:
+    """`name` must be one folder inside its parent: no separators, no `..`, not too long."""
+    allowed = (f"a folder name of 1 to {MAX_NAME_BYTES} bytes without path separators or "
+               f"control characters (not . or ..)")
+    if (name in ("", ".", "..") or "/" in name or "\\" in name
+            or any(ord(c) < 32 for c in name)):
+        raise ConfigError(f"{param}: {name!r} is not allowed; allowed: {allowed}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ConfigError(f"{param}: {len(name.encode('utf-8'))} bytes long, too long for a "
+                          f"folder name; allowed: {allowed}")
+
+
+def _check_enough_samples(cfg: ExperimentConfig) -> None:
+    """Every client needs data: catch `--data_fraction 0.001 --num_clients 1000` before loading
+    anything (the count is subsample()'s, per class, with classes taken as equally large)."""
+    info = DATASETS[cfg.dataset]
+    per_class = max(1, round(cfg.data_fraction * info.train_size / info.num_classes))
+    samples = per_class * info.num_classes
+    pieces = cfg.num_clients * (cfg.classes_per_client if cfg.partition == "shards" else 1)
+    if pieces > samples:
+        what = (f"{cfg.num_clients} clients x {cfg.classes_per_client} shards"
+                if cfg.partition == "shards" else f"{cfg.num_clients} clients")
+        raise ConfigError(
+            f"num_clients: {what} need at least {pieces} training samples, but data_fraction "
+            f"{cfg.data_fraction:g} of {cfg.dataset} leaves about {samples}; allowed: fewer "
+            f"clients or a larger data_fraction")
+
+
+def check_results_dir(results_dir: str) -> Path:
+    """The results folder must be a folder this process can write: checked (and created) before
+    any work, so a read-only or mistyped path is an error, not a traceback mid-run."""
+    path = Path(results_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"results_dir: {results_dir} is a file; allowed: a folder (created "
+                          f"if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"results_dir: {results_dir} is not a writable folder "
+                          f"({err.strerror}); allowed: a folder this user can write") from None
+    return path
+
+
+def experiment_params(source: "ExperimentConfig | Mapping[str, Any]") -> dict[str, Any]:
+    """What makes two runs the same experiment: every parameter that decides the numbers (the
+    fields not marked `runtime`), except `seed`, whose values are the experiment's repetitions.
+
+    The one definition used by the analysis (which runs are pooled as seeds of one row), resume
+    and the batch runner (is the run in this folder this run). `source` is a config, or a dict
+    read from a run folder (config.json, possibly written by an older version): a field it lacks
+    counts at its default, so a new field does not split old runs from new ones. The label is
+    the resolved method label (config.json stores it so).
+    """
+    if isinstance(source, ExperimentConfig):
+        values = {f.name: getattr(source, f.name) for f in dataclasses.fields(source)}
+        values["label"] = source.method_label
+    else:
+        values = dict(source)
+        if values.get("label") is None:
+            values["label"] = _derived_label(values)
+    params = {f.name: values.get(f.name, f.default) for f in dataclasses.fields(ExperimentConfig)
+              if not f.metadata["runtime"] and f.name != "seed"}
+    # JSON's view of a value: 1 == 1.0 already; a tuple and the list it is saved as must agree.
+    return json.loads(json.dumps(params, default=str))
+
+
+def experiment_differences(saved: "ExperimentConfig | Mapping[str, Any]",
+                           ours: "ExperimentConfig | Mapping[str, Any]",
+                           with_seed: bool = True) -> list[str]:
+    """`name=saved (now ours)` for each parameter where two runs differ (with `with_seed`: as
+    runs, the seed too); empty when they are the same experiment (and seed)."""
+    def params(source):
+        seed = source.seed if isinstance(source, ExperimentConfig) else source.get("seed", 0)
+        return {**experiment_params(source), **({"seed": seed} if with_seed else {})}
+    a, b = params(saved), params(ours)
+    return [f"{k}={a.get(k)!r} (now {v!r})" for k, v in b.items() if a.get(k) != v]
+
+
+def _derived_label(values: Mapping[str, Any]) -> Optional[str]:
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    try:
+        return ExperimentConfig.from_dict({k: v for k, v in values.items()
+                                           if k in names}).method_label
+    except ConfigError:
+        return None
 
 
 def check_device(device: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .catalog import DATASETS, DatasetInfo
+from ..config import ConfigError
 from ..rng import numpy_generator
 
 DATA_ROOT_ENV = "FEDPRUNE_DATA_ROOT"
@@ -50,9 +52,16 @@ def load_dataset(name: str, data_root: str | None = None) -> tuple[TensorDataset
     cls = getattr(torchvision.datasets, info.torchvision_class)
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # an offline machine must fail, not hang
+    # torchvision creates <root>/<Class>/raw before it looks for the files: a mistyped root
+    # must not be left behind as an empty dataset tree.
+    new_dir = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)
     try:
         splits = [cls(root=str(root), train=train, download=True) for train in (True, False)]
-    except Exception as err:  # torchvision raises RuntimeError, URLError, OSError...
+    except BaseException as err:  # torchvision raises RuntimeError, URLError, OSError...
+        if new_dir is not None:
+            shutil.rmtree(new_dir, ignore_errors=True)
+        if not isinstance(err, Exception):
+            raise
         raise DataUnavailableError(
             f"dataset {name!r} is not under {root.resolve()} and could not be downloaded "
             f"({type(err).__name__}: {err}). Looked for {root.resolve() / info.torchvision_class}"
@@ -98,11 +107,14 @@ def partition(labels: torch.Tensor, method: str, num_clients: int, seed: int, *,
     y = labels.numpy()
     rng = numpy_generator(seed, "partition")
     if len(y) < num_clients:
-        raise ValueError(f"num_clients: {num_clients} clients need at least as many samples "
+        raise ConfigError(f"num_clients: {num_clients} clients need at least as many samples "
                          f"({len(y)} available)")
     if method == "iid":
         parts = np.array_split(rng.permutation(len(y)), num_clients)
     elif method == "shards":
+        if len(y) < num_clients * classes_per_client:
+            raise ConfigError(f"num_clients: {num_clients} clients x {classes_per_client} shards "
+                              f"need at least as many samples ({len(y)} available)")
         parts = _shards(y, num_clients, classes_per_client, rng)
     elif method == "dirichlet":
         parts = _dirichlet(y, num_clients, alpha, rng)
@@ -153,7 +165,7 @@ def _dirichlet(y: np.ndarray, num_clients: int, alpha: float, rng) -> list[np.nd
         out = [np.concatenate(p) for p in parts]
         if min(len(p) for p in out) > 0:
             return out
-    raise ValueError(f"dirichlet_alpha: {alpha} leaves some client without data after 1000 "
+    raise ConfigError(f"dirichlet_alpha: {alpha} leaves some client without data after 1000 "
                      f"draws; allowed: a larger alpha or fewer clients")
 
 
