@@ -60,7 +60,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m fedprune_core notebook --params params/default.yaml --report html $(ARGS)
+	$(PY) -m fedprune_core notebook --params params/default.yaml --report html $(ARGS) \
+		$(if $(FORCE),--overwrite)
 
 test: $(STAMP) test-deps
 	$(PY) -m pytest -q

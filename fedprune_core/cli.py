@@ -95,50 +95,68 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def cmd_run(args) -> int:
-    from .run.artifacts import RunExistsError
-    from .fl.client import DivergenceError
     from .data.loading import DataUnavailableError
+    from .fl.client import DivergenceError
+    from .run.artifacts import RunExistsError
 
     cfg = config_from_args(args)  # validates before any data is touched
     from .run.loop import run_experiment
 
     try:
         run_experiment(cfg)
-    except RunExistsError as err:
+    except RunExistsError as err:  # also RunLockedError: another process holds the folder
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (DataUnavailableError, DivergenceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: the last finished round's checkpoint is kept; rerun with --resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        return interrupted(err)
+    except OSError as err:  # a full disk, a folder removed under the run
+        print(f"error: results_dir: writing {err.filename or cfg.results_dir} failed: "
+              f"{err.strerror or err}; the last finished round's checkpoint is kept (free space, "
+              f"then rerun with --resume)", file=sys.stderr)
+        return 2
     return 0
 
 
+def interrupted(err: KeyboardInterrupt) -> int:
+    """Ctrl-C (130) or SIGTERM (143): the run has logged where it stopped."""
+    from .run.guard import Terminated
+
+    how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+    print(f"{how}: the last finished round's checkpoint is kept; rerun with --resume",
+          file=sys.stderr)
+    return 128 + (err.signum if isinstance(err, Terminated) else 2)
+
+
 def cmd_notebook(args) -> int:
-    from .run.artifacts import run_state
-    from .tools.notebook import execute_experiment, output_path
+    from .run.artifacts import RunExistsError
+    from .tools.notebook import execute_experiment, finished_run
 
     cfg = config_from_args(args)
-    if cfg.run_name and run_state(output_path(cfg).parent) == "finished" and not cfg.overwrite:
-        print(f"{output_path(cfg).parent} is already finished; skipping it (--overwrite or "
-              f"FORCE=1 to redo it)")
-        out = output_path(cfg)
+    out = finished_run(cfg)  # a ConfigError if the finished run has other parameters
+    if out is not None:
+        print(f"{out.parent} is already finished with these parameters; skipping it "
+              f"(--overwrite or FORCE=1 to redo it)")
     else:
-        import papermill
-
         import logging
+
+        import papermill
 
         # Stream the kernel's round lines to the terminal while the notebook records them.
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
             out = execute_experiment(cfg, log_output=True)
+        except RunExistsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         except papermill.PapermillExecutionError as err:
             print(f"error: the experiment notebook failed: {err.ename}: {err.evalue}",
                   file=sys.stderr)
-            return 1
+            return 2 if err.ename in ("ConfigError", "RunExistsError", "RunLockedError") else 1
+        except KeyboardInterrupt as err:
+            return interrupted(err)
         print(f"executed notebook: {out}")
     if args.report:
         from .tools.reports import export_reports

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import pandas as pd
 import torch
 
-from ..config import ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig, experiment_differences
 
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_curve.png",
@@ -49,13 +49,17 @@ def run_state(run_dir: Path) -> str:
 
 
 def prepare_run_dir(cfg: ExperimentConfig) -> tuple[Path, Optional[dict]]:
-    """Create or reopen the run folder; returns it and the checkpoint to resume from, if any."""
+    """Create or reopen the run folder; returns it and the checkpoint to resume from, if any.
+
+    The caller holds the folder's lock (run.guard), so nothing here races another process. A
+    folder with files but no checkpoint (a run stopped before its first round ended) holds
+    nothing to keep: a plain rerun takes it over.
+    """
     run_dir = Path(cfg.results_dir) / cfg.run_name
     state = run_state(run_dir)
     checkpoint = None
     if state != "new" and cfg.overwrite:
-        for name in ARTIFACTS:
-            (run_dir / name).unlink(missing_ok=True)
+        _remove_artifacts(run_dir)
     elif state == "finished":
         raise RunExistsError(f"{run_dir} already holds a finished run; pass --overwrite to "
                              f"replace it, or choose another --run_name")
@@ -65,19 +69,40 @@ def prepare_run_dir(cfg: ExperimentConfig) -> tuple[Path, Optional[dict]]:
     elif state == "interrupted":
         raise RunExistsError(f"{run_dir} holds an interrupted run; pass --resume to continue "
                              f"it or --overwrite to start again")
-    elif state == "partial" and not cfg.resume:
-        raise RunExistsError(f"{run_dir} holds an unfinished run with no checkpoint; pass "
-                             f"--overwrite (or --resume) to start it again")
     elif state == "partial":
-        for name in ARTIFACTS:
-            (run_dir / name).unlink(missing_ok=True)
+        _remove_artifacts(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, checkpoint
 
 
+def _remove_artifacts(run_dir: Path) -> None:
+    for name in ARTIFACTS:
+        (run_dir / name).unlink(missing_ok=True)
+        (run_dir / f"{name}.tmp").unlink(missing_ok=True)
+
+
+def remove_stub(run_dir: Path) -> bool:
+    """After a run that failed before it wrote its config (setup failed: no data, a bad path,
+    Ctrl-C while loading): remove what it left, so the folder holds nothing a rerun must be
+    told about. True if it did; a run that got further keeps its files and log."""
+    if (run_dir / CONFIG).exists() or run_state(run_dir) in ("finished", "interrupted"):
+        return False
+    _remove_artifacts(run_dir)
+    return True
+
+
+def saved_differences(cfg: ExperimentConfig, run_dir: Path) -> list[str]:
+    """How `cfg` differs from the run saved in `run_dir` (its config.json), as
+    experiment_differences: empty when the folder holds this very run (same seed too)."""
+    try:
+        saved = json.loads((run_dir / CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        return [f"{CONFIG} unreadable ({err})"]
+    return experiment_differences(saved, cfg)
+
+
 def _check_same_experiment(cfg: ExperimentConfig, saved: dict, run_dir: Path) -> None:
-    ours = cfg.science_dict()
-    changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in ours.items() if saved.get(k) != v]
+    changed = experiment_differences(saved, cfg)
     if changed:
         raise ConfigError(f"resume: {run_dir} was started with other parameters: "
                           f"{', '.join(changed)}; resume with the same parameters, or use "
@@ -85,15 +110,28 @@ def _check_same_experiment(cfg: ExperimentConfig, saved: dict, run_dir: Path) ->
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to `<path>.tmp`, then rename: a reader never sees half a file. A failed write (a
+    full disk) removes the temporary file instead of leaving it to fill the disk further."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save through `<path>.tmp`, as write_atomic. Into a file object, so that a full disk
+    is an OSError (ENOSPC), not torch's RuntimeError."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as out:
+            torch.save(obj, out)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_csv(rows: list[dict], path: Path) -> pd.DataFrame:
@@ -136,7 +174,7 @@ def open_log(run_dir: Path, run_name: str, console: bool = True,
         logger.removeHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    file_handler = _QuietFileHandler(run_dir / "run.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s"))
     logger.addHandler(file_handler)
     if console:
@@ -151,6 +189,14 @@ def close_log(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         handler.close()
         logger.removeHandler(handler)
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log line that cannot be written (a full disk) is dropped, not printed to stderr as a
+    traceback: the run's next file write fails with a clear error instead."""
+
+    def handleError(self, record):
+        pass
 
 
 class _TqdmHandler(logging.Handler):

@@ -87,26 +87,42 @@ def setup(cfg: ExperimentConfig) -> Federation:
 
 def run_experiment(cfg: ExperimentConfig,
                    on_round_end: Optional[Callable[[int, dict], None]] = None) -> RunResult:
-    """Run (or resume) one experiment and write its artifacts; see README for the files."""
+    """Run (or resume) one experiment and write its artifacts; see README for the files.
+
+    Checked before any work: the device and the results folder. The run folder is locked while
+    the run works in it (a second process gets RunLockedError naming the holder's pid), SIGTERM
+    stops the run like Ctrl-C, and a run that fails before writing its config leaves no folder.
+    """
+    from .guard import Terminated, claimed
+    from ..config import check_results_dir
+
     check_device(cfg.device)
+    check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=artifacts.default_run_name())
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    run_dir, checkpoint = artifacts.prepare_run_dir(cfg)
-    log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off",
-                             bar=cfg.progress == "auto")
-    try:
-        return _run(cfg, run_dir, checkpoint, log, on_round_end)
-    except KeyboardInterrupt:
-        log.error("Interrupted. The checkpoint of the last finished round is kept: continue "
-                  "with --resume (resume=True).")
-        raise
-    except DivergenceError as err:
-        log.error(f"Run stopped, diverged: {err}. What was written so far is kept in {run_dir}.")
-        raise
-    finally:
-        artifacts.close_log(log)
+    with claimed(Path(cfg.results_dir) / cfg.run_name):
+        run_dir, checkpoint = artifacts.prepare_run_dir(cfg)
+        log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off",
+                                 bar=cfg.progress == "auto")
+        try:
+            return _run(cfg, run_dir, checkpoint, log, on_round_end)
+        except KeyboardInterrupt as err:
+            how = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
+            log.error(f"{how}. The checkpoint of the last finished round is kept: continue "
+                      "with --resume (resume=True).")
+            raise
+        except DivergenceError as err:
+            message = str(err)
+            if "lr" not in message.replace("(", " ").split():
+                message += (f". Lower lr (now {cfg.lr:g}) or server_lr (now "
+                            f"{cfg.server_lr:g})")
+            log.error(f"Run stopped, diverged: {message}. What was written so far is kept in "
+                      f"{run_dir}.")
+            raise DivergenceError(message) from None
+        finally:
+            artifacts.close_log(log)
 
 
 def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:

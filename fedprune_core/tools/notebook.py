@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from ..run.artifacts import RunExistsError, default_run_name, run_state
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
+from ..run.artifacts import RunExistsError, default_run_name, run_state, saved_differences
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXPERIMENT_NOTEBOOK = NOTEBOOKS / "experiment.ipynb"
 KERNEL = "python3"  # inside the venv this kernel is the venv's own interpreter
@@ -60,16 +61,38 @@ def output_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.results_dir) / cfg.run_name / OUTPUT_NAME
 
 
+def finished_run(cfg: ExperimentConfig) -> Optional[Path]:
+    """The executed notebook of `cfg`'s finished run, if its folder already holds exactly this
+    run (nothing to do); None if the run is to be done. A finished run with other parameters
+    is an error naming them: skipping it would pass off its numbers as these parameters'."""
+    if cfg.run_name is None or cfg.overwrite:
+        return None
+    run_dir = Path(cfg.results_dir) / cfg.run_name
+    if run_state(run_dir) != "finished":
+        return None
+    changed = saved_differences(cfg, run_dir)
+    if changed:
+        raise ConfigError(f"run_name: {run_dir} holds a finished run with other parameters: "
+                          f"{', '.join(changed)}; allowed: the same parameters, --overwrite "
+                          f"(make run FORCE=1) to replace it, or another --run_name")
+    return output_path(cfg)
+
+
 def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOTEBOOK,
                        kernel: str = KERNEL, cwd: Optional[Path] = None,
                        log_output: bool = False) -> Path:
     """Execute the experiment notebook for `cfg`; the executed copy lands in the run folder.
 
     The run folder is checked before papermill starts: papermill writes its output notebook
-    first, and must not replace the notebook of a finished run.
+    first, and must not replace the notebook of a finished run, nor of a run another process
+    is working on. A run that never started (its setup failed) leaves no folder behind.
     """
     import papermill
 
+    from ..config import check_results_dir
+    from ..run.guard import probe_run_dir
+
+    check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=default_run_name())
     run_dir = Path(cfg.results_dir) / cfg.run_name
@@ -79,11 +102,18 @@ def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOT
                              f"(--overwrite, FORCE=1) to replace it")
     if state == "interrupted" and not (cfg.resume or cfg.overwrite):
         raise RunExistsError(f"{run_dir} holds an interrupted run; pass resume or overwrite")
+    probe_run_dir(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     # Under papermill a widget bar would be saved frozen at 0%: use the text bar.
     parameters = {**cfg.to_dict(), "progress": "off" if cfg.progress == "off" else "text"}
     out = output_path(cfg)
-    papermill.execute_notebook(
-        str(notebook), str(out), parameters=parameters, kernel_name=kernel,
-        cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=log_output)
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+            cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=log_output)
+    except BaseException:
+        if created and run_state(run_dir) == "new":  # the kernel's run never got going
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return out
