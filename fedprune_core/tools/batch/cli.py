@@ -1,0 +1,160 @@
+"""`batch run | run-one | status | resubmit-missing` under the main command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from ...config import ConfigError, check_folder_name, check_results_dir
+from .grid import GRID, expand_grid, parse_sets, read_grid, run_dir, save_record, settled, \
+    write_grid
+from .slurm import SLURM_DEFAULTS, array_spec, run_slurm, submit, write_sbatch
+from .summary import finish, format_table, unit_state, write_summary
+from .unit import run_one
+
+
+def cmd_run(args) -> int:
+    """Expand and validate the grid, settle what needs no run, run the rest on the back end."""
+    started = time.monotonic()
+    grid, units = _prepare(args)
+    records, todo = [], []
+    for unit in units:
+        record = settled(grid, unit, args.force)
+        if record:
+            records.append(save_record(grid, record))
+        else:
+            todo.append(unit)
+    if args.backend == "slurm":
+        return run_slurm(grid, records, todo, args)
+    from .local import Progress, run_local
+
+    progress = Progress(len(units), len(todo), args.jobs, args.name)
+    for record in records:
+        progress.update(record, ran=False)
+    if args.backend == "local":
+        runner = run_local
+    else:
+        from .dask_backend import run_dask as runner
+    try:
+        records += runner(grid, todo, args.jobs, args.force, progress) if todo else []
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again; finished runs are skipped and "
+              "interrupted ones resume from their checkpoints", file=sys.stderr)
+        return 130
+    finally:
+        progress.bar.close()
+    return finish(grid, records, args.backend, time.monotonic() - started)
+
+
+def _prepare(args) -> tuple[Path, list[dict]]:
+    """Every argument checked (ConfigError, exit 2) before the grid is written."""
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: {args.jobs} is not allowed; allowed: an integer >= 1")
+    check_folder_name(args.name, "--name")
+    overrides = parse_sets(args.set)
+    results_dir = check_results_dir(args.results_dir).resolve()
+    # Parallelism comes from JOBS units at once, each on one thread (unless num_threads is set).
+    units = expand_grid(args.params, args.seeds, overrides, results_dir, threads=1)
+    if args.name in {u["run_name"] for u in units}:
+        raise ConfigError(f"--name: {args.name} is the folder name of a run of the grid; "
+                          f"allowed: another name")
+    grid = results_dir / args.name / GRID
+    write_grid(units, grid)
+    shutil.rmtree(grid.parent / "units", ignore_errors=True)  # records of an older grid
+    print(f"grid: {grid} ({len(units)} units, backend {args.backend})")
+    return grid, units
+
+
+def cmd_run_one(args) -> int:
+    return run_one(Path(args.grid).resolve(), args.index, args.force)
+
+
+def cmd_status(args) -> int:
+    grid = Path(args.grid).resolve()
+    rows = [unit_state(grid, unit) for unit in read_grid(grid)]
+    print(format_table(rows, ("unit", "run_name", "state", "last_try", "seconds", "error",
+                              "log")))
+    counts = Counter(row["state"] for row in rows)
+    print(f"{len(rows)} units: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    # The same batch.json as local and Dask write: how a SLURM batch gets its summary.
+    backend = "slurm" if (grid.parent / "slurm").is_dir() else None
+    return 1 if write_summary(grid, rows, backend)["failed"] else 0
+
+
+def cmd_resubmit_missing(args) -> int:
+    from ...run.artifacts import run_state
+
+    grid = Path(args.grid).resolve()
+    units = read_grid(grid)
+    saved = grid.parent / "slurm" / "settings.json"
+    settings = json.loads(saved.read_text()) if saved.is_file() else dict(SLURM_DEFAULTS)
+    flags = {"jobs": args.jobs, "time": args.slurm_time, "partition": args.slurm_partition,
+             "cpus": args.slurm_cpus}
+    settings.update({k: v for k, v in flags.items() if v is not None}, force=False)
+    invalid = [u["run_name"] for u in units if u["error"]]
+    if invalid:
+        print(f"not resubmitted, invalid (fix the params file, then batch run again): "
+              f"{', '.join(invalid)}")
+    missing = [u["index"] for u in units
+               if not u["error"] and run_state(run_dir(u)) != "finished"]
+    if not missing:
+        print("nothing to resubmit: every valid unit is finished")
+        return 0
+    print(f"resubmitting {len(missing)} unfinished unit(s): "
+          f"{array_spec(missing, settings['jobs'])}")
+    return submit(grid, write_sbatch(grid, missing, settings, "resubmit.sbatch"))
+
+
+def _slurm_flags(parser, defaults: dict) -> None:
+    group = parser.add_argument_group("SLURM job array (--backend slurm)")
+    group.add_argument("--slurm-time", dest="slurm_time", default=defaults["time"],
+                       help="Time limit of each array task (HH:MM:SS).")
+    group.add_argument("--slurm-partition", dest="slurm_partition",
+                       default=defaults["partition"], help="Partition (default: the cluster's).")
+    group.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=defaults["cpus"],
+                       help="cpus-per-task (units use one torch thread unless num_threads "
+                            "is set).")
+
+
+def add_batch_commands(sub) -> None:
+    """`batch run | run-one | status | resubmit-missing` under the main command line."""
+    import argparse
+
+    batch = sub.add_parser("batch", help="Run a grid of experiments (params files x seeds x "
+                           "--set overrides) locally, on Dask or as a SLURM job array.")
+    cmds = batch.add_subparsers(dest="batch_command", required=True, parser_class=type(batch))
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    run = cmds.add_parser("run", formatter_class=fmt, help="Expand the grid and run it.")
+    run.add_argument("--params", nargs="+", required=True, metavar="FILE.yaml",
+                     help="Params files, a run each (per seed); files starting with _ are "
+                          "shared settings and skipped.")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                     help="One run per seed (default: each file's own seed).")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="Override for every run, value read as YAML (repeatable).")
+    run.add_argument("--jobs", type=int, default=1, help="Runs at once (SLURM: array %%limit).")
+    run.add_argument("--backend", choices=("local", "dask", "slurm"), default="local")
+    run.add_argument("--force", action="store_true", help="Redo finished runs.")
+    run.add_argument("--name", default="batch", help="Batch folder: RESULTS_DIR/NAME/.")
+    run.add_argument("--results_dir", default="./results", help="Where run folders go.")
+    _slurm_flags(run, SLURM_DEFAULTS)
+    run.set_defaults(handler=cmd_run)
+    one = cmds.add_parser("run-one", help="Run unit N of a grid (what each back end calls).")
+    one.add_argument("--grid", required=True, help="results/<batch>/grid.jsonl")
+    one.add_argument("--index", type=int, required=True)
+    one.add_argument("--force", action="store_true", help="Redo the run if finished.")
+    one.set_defaults(handler=cmd_run_one)
+    status = cmds.add_parser("status", help="Each unit's state: finished, interrupted, "
+                             "partial, not started (or invalid), and counts.")
+    status.add_argument("--grid", required=True)
+    status.set_defaults(handler=cmd_status)
+    again = cmds.add_parser("resubmit-missing", help="Submit a SLURM array of the units "
+                            "without a finished run (settings of the first submission).")
+    again.add_argument("--grid", required=True)
+    again.add_argument("--jobs", type=int, help="Array %%limit.")
+    _slurm_flags(again, {"time": None, "partition": None, "cpus": None})
+    again.set_defaults(handler=cmd_resubmit_missing)

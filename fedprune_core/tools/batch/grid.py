@@ -1,0 +1,176 @@
+"""The grid: params files x seeds x `--set` overrides expanded into units, validated before
+anything runs, written to `grid.jsonl`; and each unit's record (`units/<index>.json`).
+
+A unit is one run. A params file that does not give a valid config (a bad value, an unknown
+key, a file that is not YAML at all) becomes a unit carrying its error: reported, never run,
+without stopping the other units.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+from ...config import ConfigError, ExperimentConfig, load_params_file, parse_yaml_value
+from ...run.artifacts import write_atomic
+
+GRID = "grid.jsonl"
+
+
+# --- expansion and validation -----------------------------------------------------------------
+
+def parse_sets(items: list[str]) -> dict:
+    """`--set key=value` pairs; values are YAML, so `5` is an int and `false` a bool."""
+    names = {f.name for f in ExperimentConfig.field_specs()}
+    overrides = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        if key not in names:
+            raise ConfigError(f"--set {key}: unknown parameter; allowed: "
+                              f"{', '.join(sorted(names))}")
+        try:
+            overrides[key] = parse_yaml_value(key, text)
+        except ConfigError as err:
+            raise ConfigError(f"--set {err}") from None
+    return overrides
+
+
+def expand_grid(params: list[str], seeds: Optional[list[int]], overrides: dict,
+                results_dir: Path, threads: int) -> list[dict]:
+    """One unit per params file and seed. A file that does not give a valid config becomes a
+    unit carrying its error, so it is reported without stopping the others."""
+    units = []
+    for path in params:
+        if Path(path).name.startswith("_"):
+            print(f"note: {path} holds shared settings, not a run; skipped")
+            continue
+        for seed in seeds or [None]:
+            units.append(_unit(len(units), path, seed, overrides, results_dir, threads))
+    if not units:
+        raise ConfigError("--params: no params files to run (files starting with '_' are not "
+                          "runs)")
+    _check_unique(units)
+    return units
+
+
+def _unit(index, path, seed, overrides, results_dir, threads) -> dict:
+    unit = {"index": index, "params": str(path), "seed": seed, "config": None, "error": None}
+    try:
+        values = {**load_params_file(path), **overrides}
+        seed = values["seed"] = values.get("seed", 0) if seed is None else seed
+        unit["seed"] = seed
+        unit["run_name"] = f"{Path(path).stem}_s{seed}"
+        # The batch owns where runs go and how they restart. One thread per unit on every back
+        # end: oneDNN's convolution sums depend on the thread count, so a fixed count makes a
+        # unit's numbers the same whatever JOBS or the back end (run --num_threads 1 to match).
+        values.update(run_name=unit["run_name"], results_dir=str(results_dir), resume=True,
+                      overwrite=False)
+        values.setdefault("num_threads", threads)
+        unit["config"] = ExperimentConfig.from_dict(values).to_dict()
+    except ConfigError as err:
+        unit["seed"] = seed if isinstance(seed, int) else 0
+        unit["run_name"] = f"{Path(path).stem}_s{unit['seed']}"
+        unit["error"] = f"ConfigError: {err}"
+    return unit
+
+
+def _check_unique(units: list[dict]) -> None:
+    """Two units writing one run folder would corrupt it: refuse the grid instead."""
+    seen: dict[str, str] = {}
+    for unit in units:
+        if unit["run_name"] in seen:
+            raise ConfigError(f"run {unit['run_name']} would be written by both "
+                              f"{seen[unit['run_name']]} and {unit['params']}")
+        seen[unit["run_name"]] = unit["params"]
+
+
+def write_grid(units: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, "".join(json.dumps(u) + "\n" for u in units))
+
+
+def read_grid(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        raise ConfigError(f"--grid: {path} does not exist (batch run writes it)")
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--grid: {path} is not a grid written by batch run ({err})") from None
+
+
+# --- where a unit's files go ------------------------------------------------------------------
+
+def run_dir(unit: dict) -> Path:
+    return Path(unit["config"]["results_dir"]) / unit["run_name"]
+
+
+def log_path(grid: Path, unit: dict) -> Path:
+    return Path(grid).parent / "logs" / f"{unit['run_name']}.log"
+
+
+def _record_path(grid: Path, index: int) -> Path:
+    return Path(grid).parent / "units" / f"{index}.json"
+
+
+# --- records: the outcome of a unit's last try ------------------------------------------------
+
+def load_record(grid: Path, index: int) -> Optional[dict]:
+    path = _record_path(grid, index)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_record(grid: Path, record: dict) -> dict:
+    path = _record_path(grid, record["unit"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(record, indent=1))
+    return record
+
+
+def new_record(grid, unit, status, seconds=0.0, error=None, retry=False, attempt=0) -> dict:
+    return {"unit": unit["index"], "run_name": unit["run_name"], "status": status,
+            "seconds": round(seconds, 1), "error": error, "log": str(log_path(grid, unit)),
+            "retry": retry, "attempt": attempt}
+
+
+def note(grid: Path, unit: dict, text: str) -> None:
+    """A line in the unit's log, for what happened without running it."""
+    log = log_path(grid, unit)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"=== {dt.datetime.now():%Y-%m-%d %H:%M:%S} unit {unit['index']} "
+                  f"{unit['run_name']}: {text}\n")
+
+
+# --- is there anything to run -----------------------------------------------------------------
+
+def settled(grid: Path, unit: dict, force: bool) -> Optional[dict]:
+    """The unit's record if it needs no run (invalid, or already finished), else None."""
+    from ...run.artifacts import run_state
+
+    if unit["error"]:
+        note(grid, unit, f"not run, invalid: {unit['error']}")
+        return new_record(grid, unit, "failed", error=unit["error"])
+    if force or run_state(run_dir(unit)) != "finished":
+        return None
+    error = other_parameters(unit)
+    if error:
+        note(grid, unit, error)
+        return new_record(grid, unit, "failed", error=error)
+    note(grid, unit, f"skipped: {run_dir(unit)} already holds this finished run")
+    return new_record(grid, unit, "skipped")
+
+
+def other_parameters(unit: dict) -> Optional[str]:
+    """Why the finished run in the unit's folder is not this unit's run (None if it is), by
+    config.experiment_differences: it must not be skipped as done, nor silently replaced."""
+    from ...run.artifacts import saved_differences
+
+    changed = saved_differences(ExperimentConfig.from_dict(unit["config"]), run_dir(unit))
+    if not changed:
+        return None
+    return (f"{run_dir(unit)} holds a finished run with other parameters: "
+            f"{', '.join(changed)}; --force (FORCE=1) redoes it")
