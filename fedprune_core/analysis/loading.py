@@ -1,0 +1,179 @@
+"""Loading run folders into pandas, and deciding which runs are seeds of one experiment.
+
+A row of the comparison is one experiment: runs pooled as its seeds share their label and every
+parameter that decides the numbers (config.experiment_params, the one definition the resume and
+the batch runner use too), and have distinct seeds. Runs sharing a label that differ in any such
+parameter are separate rows whose labels say what differs ("FedAvg [local_epochs=1]"); a run
+repeating a seed already in its experiment is a row of its own ("FedAvg [run smoke_b]"), since a
+repeat is not an independent sample.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import experiment_params
+
+BYTES_PER_MB = 1e6  # decimal megabytes
+FLOPS_PER_GFLOP = 1e9
+BASELINE_LABEL = "FedAvg"  # listed first in tables and legends when present
+
+# Config fields copied next to each run's summary, for tables and figure titles.
+CONFIG_FIELDS = ("dataset", "partition", "rounds", "pruning", "pruning_mode", "pruning_ratio",
+                 "sparsification", "sparsify_method", "sparsity_ratio", "error_feedback")
+
+
+@dataclass
+class RunTable:
+    """The finished runs of a results folder as DataFrames keyed by run_name, label and seed."""
+
+    summaries: pd.DataFrame  # one row per run: summary.json numbers + CONFIG_FIELDS
+    metrics: pd.DataFrame  # one row per (run, round), from metrics.csv
+    clients: pd.DataFrame  # one row per (run, round, selected client), from clients.csv
+    partitions: pd.DataFrame  # one row per (run, client), from partition.csv
+
+
+class _Unreadable(Exception):
+    """A run folder whose files cannot be read: skipped with a warning naming it."""
+
+
+def resolve_results_dir(path: str | Path = "results") -> Path:
+    """Return `path`, or `../path` if only that exists (a notebook opened from notebooks/)."""
+    path = Path(path)
+    if path.is_dir() or path.is_absolute() or not (Path("..") / path).is_dir():
+        return path
+    return Path("..") / path
+
+
+def load_runs(results_dir: str | Path, exclude: tuple[str, ...] = ("analysis",)) -> RunTable:
+    """Load every finished run folder directly under `results_dir`.
+
+    A run folder has config.json and metrics.csv; other folders (analysis output, benchmarks,
+    batch folders) are ignored. A run without summary.json is unfinished (summary.json is written
+    last), and one whose files cannot be read is damaged: both are skipped with a warning naming
+    them. Raises FileNotFoundError if no run is finished.
+    """
+    results_dir = Path(results_dir)
+    folders = sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in exclude
+                     and (p / "config.json").is_file() and (p / "metrics.csv").is_file()) \
+        if results_dir.is_dir() else []
+    unfinished = [p.name for p in folders if not (p / "summary.json").is_file()]
+    if unfinished:
+        warnings.warn(f"Skipping {len(unfinished)} unfinished run(s) without summary.json in "
+                      f"{results_dir}: {', '.join(unfinished)}", stacklevel=2)
+    loaded = []
+    for folder in (p for p in folders if p.name not in unfinished):
+        try:
+            loaded.append(_read_run(folder))
+        except _Unreadable as err:
+            warnings.warn(f"Skipping run {folder.name} in {results_dir}: {err}", stacklevel=2)
+    if not loaded:
+        raise FileNotFoundError(f"No finished runs (folders with config.json, metrics.csv and "
+                                f"summary.json) in {results_dir.resolve()}")
+    summaries = split_experiments(pd.DataFrame([row for row, _ in loaded]))
+    frames: dict[str, list] = {"metrics.csv": [], "clients.csv": [], "partition.csv": []}
+    for (_, tables), row in zip(loaded, summaries.to_dict("records")):
+        key = {k: row[k] for k in ("run_name", "label", "seed")}
+        for name, frame in tables.items():
+            frames[name].append(_keyed(frame, key))
+    metrics = _concat(frames["metrics.csv"])
+    # Derived axes for the figures, in the units the tables use.
+    metrics["cumulative_uplink_mb"] = metrics["cumulative_uplink_bytes"] / BYTES_PER_MB
+    metrics["cumulative_client_train_gflops"] = (metrics["cumulative_client_train_flops"]
+                                                 / FLOPS_PER_GFLOP)
+    return RunTable(summaries.drop(columns="experiment"), metrics,
+                    _concat(frames["clients.csv"]), _concat(frames["partition.csv"]))
+
+
+def _read_run(folder: Path) -> tuple[dict, dict[str, pd.DataFrame | None]]:
+    """One run's summary row (summary.json numbers, key config fields, its experiment) and its
+    CSV tables (None for one it did not write)."""
+    config, summary = _read_json(folder / "config.json"), _read_json(folder / "summary.json")
+    # The folder name is the identifier on disk, so it wins over summary's run_name;
+    # a run without a label is its own method.
+    row = {"run_name": folder.name,
+           "label": summary.get("label") or config.get("label") or folder.name,
+           "seed": summary.get("seed", config.get("seed"))}
+    row.update({k: v for k, v in summary.items() if k not in row and k != "artifacts"})
+    row.update({k: config[k] for k in CONFIG_FIELDS if k in config})
+    row["experiment"] = json.dumps(experiment_params(config), sort_keys=True)
+    tables = {}
+    for name in ("metrics.csv", "clients.csv", "partition.csv"):
+        path = folder / name
+        try:
+            tables[name] = pd.read_csv(path) if path.is_file() else None
+        except (ValueError, UnicodeDecodeError, OSError) as err:
+            raise _Unreadable(f"{name} cannot be read ({type(err).__name__}: {err})") from None
+    if tables["metrics.csv"] is None or "test_accuracy" not in tables["metrics.csv"]:
+        raise _Unreadable("metrics.csv has no test_accuracy column")
+    return row, tables
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise _Unreadable(f"{path.name} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise _Unreadable(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def _keyed(df: pd.DataFrame | None, key: dict) -> pd.DataFrame | None:
+    """A run's table with its key columns in front."""
+    if df is None:
+        return None
+    df = df.copy()
+    for i, (name, value) in enumerate(key.items()):
+        df.insert(i, name, value)
+    return df
+
+
+def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def split_experiments(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Relabel runs so that each label is one experiment with distinct seeds (module doc)."""
+    summaries = summaries.copy()
+    for label, group in summaries.groupby("label", sort=False):
+        experiments = list(dict.fromkeys(group["experiment"]))
+        if len(experiments) < 2:
+            continue
+        params = [json.loads(e) for e in experiments]
+        differ = [name for name in params[0] if name != "label"
+                  and len({json.dumps(p.get(name)) for p in params}) > 1]
+        warnings.warn(f"Runs labelled {label!r} differ in {', '.join(differ)}: they are "
+                      f"different experiments, kept apart as rows labelled with those values",
+                      stacklevel=3)
+        for experiment, p in zip(experiments, params):
+            suffix = ", ".join(f"{name}={_shown(p.get(name))}" for name in differ)
+            summaries.loc[group.index[group["experiment"] == experiment], "label"] = \
+                f"{label} [{suffix}]"
+    for label, group in summaries.groupby("label", sort=False):
+        repeats = group[group["seed"].duplicated(keep="first")]
+        if repeats.empty:
+            continue
+        warnings.warn(f"Runs labelled {label!r} repeat seed(s) "
+                      f"{', '.join(map(str, sorted(set(repeats['seed']))))}: a repeat is not "
+                      f"another sample, so {', '.join(repeats['run_name'])} are rows of their "
+                      f"own", stacklevel=3)
+        for index, run_name in repeats["run_name"].items():
+            summaries.loc[index, "label"] = f"{label} [run {run_name}]"
+    return summaries
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def label_order(summaries: pd.DataFrame) -> list[str]:
+    """Labels in order of first appearance, the FedAvg baseline first."""
+    labels = list(dict.fromkeys(summaries["label"]))
+    return sorted(labels, key=lambda label: label != BASELINE_LABEL)

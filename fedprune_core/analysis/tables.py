@@ -1,0 +1,159 @@
+"""Statistics over seeds and the comparison tables (CSV, Markdown, LaTeX booktabs).
+
+Confidence intervals are Student-t intervals over seeds, because with a handful of seeds a
+normal approximation or a bootstrap is too narrow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .loading import RunTable, label_order
+
+# Per-run numbers in the runs table; the ones after "seed" are also pooled over seeds per label.
+RUN_COLUMNS = ("run_name", "label", "seed", "rounds_completed", "final_test_accuracy",
+               "best_test_accuracy", "best_round", "rounds_to_target", "total_uplink_mb",
+               "compression_x", "total_client_train_gflops", "flop_saving_pct", "wall_time_sec",
+               "simulated_time_sec")
+STAT_COLUMNS = RUN_COLUMNS[3:]
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, int]:
+    """Mean, t-interval half-width and count of the non-NaN values.
+
+    The half-width is NaN with fewer than two values (no spread to estimate); the mean too
+    with none.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    if n == 1:
+        return float(x[0]), float("nan"), 1
+    sem = x.std(ddof=1) / np.sqrt(n)
+    return float(x.mean()), float(stats.t.ppf((1 + confidence) / 2, n - 1) * sem), n
+
+
+def rounds_to_target(metrics: pd.DataFrame, target_accuracy: float = 90.0) -> pd.Series:
+    """First round per run whose test accuracy (%) is >= the target; NaN if never reached."""
+    hit = metrics[metrics["test_accuracy"] >= target_accuracy]  # NaN (not evaluated) never hits
+    first = hit.groupby("run_name")["round"].min()
+    return first.reindex(metrics["run_name"].unique()).astype(float).rename("rounds_to_target")
+
+
+def run_table(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
+    """One row per run with its summary numbers and rounds to the target accuracy."""
+    table = runs.summaries.copy()
+    table["rounds_to_target"] = table["run_name"].map(rounds_to_target(runs.metrics,
+                                                                      target_accuracy))
+    order = {label: i for i, label in enumerate(label_order(table))}
+    table = table.sort_values(["label", "seed"], key=lambda c: c.map(order) if c.name == "label"
+                              else c, kind="stable")
+    return table[[c for c in RUN_COLUMNS if c in table]].reset_index(drop=True)
+
+
+def label_stats(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
+    """Long table: per label and metric, seeds, n (non-missing values), mean and 95% CI half-width.
+
+    For rounds_to_target, n counts the seeds that reached the target; the mean is over those.
+    """
+    table = run_table(runs, target_accuracy)
+    rows = []
+    for label in label_order(table):
+        group = table[table["label"] == label]
+        for metric in (m for m in STAT_COLUMNS if m in group):
+            mean, half, n = mean_ci(group[metric])
+            rows.append({"label": label, "metric": metric, "seeds": len(group), "n": n,
+                         "mean": mean, "ci95": half})
+    return pd.DataFrame(rows)
+
+
+def method_table(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
+    """The main comparison: one row per method, numbers formatted as "mean ± 95% CI" strings.
+
+    Accuracies and rounds carry their CI over seeds; costs show the mean (their CIs are in
+    label_stats). With one seed only the mean is shown.
+    """
+    stat = label_stats(runs, target_accuracy).set_index(["label", "metric"])
+    rows = []
+    for label in dict.fromkeys(stat.index.get_level_values("label")):
+        s = stat.loc[label]
+        rows.append({
+            "Method": label,
+            "Seeds": int(s["seeds"].iloc[0]),
+            "Final acc. (%)": _fmt(s, "final_test_accuracy", 2),
+            "Best acc. (%)": _fmt(s, "best_test_accuracy", 2),
+            f"Rounds to {target_accuracy:g}%": _fmt_rounds(s.loc["rounds_to_target"]),
+            "Uplink (MB)": _fmt(s, "total_uplink_mb", 2, ci=False),
+            "Compression (×)": _fmt(s, "compression_x", 1, ci=False),
+            "FLOP saving (%)": _fmt(s, "flop_saving_pct", 1, ci=False),
+            "Wall time (s)": _fmt(s, "wall_time_sec", 1, ci=False),
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt(s: pd.DataFrame, metric: str, digits: int, ci: bool = True) -> str:
+    """'mean ± half' from a label's stats rows; just the mean without a CI; '–' when missing."""
+    if metric not in s.index or np.isnan(s.loc[metric, "mean"]):
+        return "–"
+    mean, half = s.loc[metric, "mean"], s.loc[metric, "ci95"]
+    if not ci or np.isnan(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _fmt_rounds(row: pd.Series) -> str:
+    """Rounds to target, saying how many seeds got there when not all did."""
+    n, seeds = int(row["n"]), int(row["seeds"])
+    if n == 0:
+        return "not reached"
+    text = f"{row['mean']:.0f}" if n == 1 else f"{row['mean']:.1f} ± {row['ci95']:.1f}"
+    return text if n == seeds else f"{text} ({n}/{seeds} seeds)"
+
+
+def write_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Path]:
+    """Write `df` as <name>.csv, <name>.md and <name>.tex (booktabs) in out_dir; return the paths.
+
+    The CSV keeps full precision; Markdown and LaTeX show numbers as _display_frame formats them.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+    df.to_csv(paths["csv"], index=False)
+    shown = _display_frame(df)
+    right = _is_numeric_column(shown)
+    align = ["right" if r else "left" for r in right]
+    # No number parsing: tabulate would otherwise turn a formatted "1.0" back into "1.00".
+    paths["md"].write_text(shown.to_markdown(index=False, disable_numparse=True, colalign=align)
+                           + "\n")
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex",
+                                                                                 axis=1)
+    tex = styler.to_latex(hrules=True, column_format="".join("r" if r else "l" for r in right))
+    # Signs as LaTeX commands, so the table compiles whatever the engine's input encoding.
+    for char, command in (("±", r"$\pm$"), ("×", r"$\times$"), ("–", "--")):
+        tex = tex.replace(char, command)
+    paths["tex"].write_text(tex)
+    return paths
+
+
+def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """All cells as strings: float columns with 2 decimals (none if all whole), NaN as '–'."""
+    shown = df.astype(object).copy()
+    for column in df.columns:
+        if pd.api.types.is_float_dtype(df[column]):
+            values = df[column]
+            whole = bool((values.dropna() % 1 == 0).all())
+            shown[column] = [("–" if np.isnan(v) else f"{v:.0f}" if whole else f"{v:.2f}")
+                             for v in values]
+    return shown.astype(str)
+
+
+def _is_numeric_column(shown: pd.DataFrame) -> list[bool]:
+    """Per column: does a cell start with a digit (a number, "93.00 ± 0.45")? Those align right."""
+    return [bool(shown[c].str.match(r"\d").any()) for c in shown.columns]
+
