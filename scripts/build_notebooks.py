@@ -1,7 +1,11 @@
-"""Write notebooks/experiment.ipynb and notebooks/explore.ipynb from their cell sources
-(outputs-free, stable cell ids).
+"""Write the three notebooks (experiment, explore, analysis) from their cell sources.
 
-The parameters cell comes from ExperimentConfig; rerun this after adding a parameter:
+They are written exactly as git's nbstripout filter (set up by `make venv`) would store them:
+no outputs, cell ids "0", "1", ..., the project's kernel. So a fresh clone's `git status` stays
+clean after setup, and the filter never rewrites a committed notebook.
+
+The experiment notebook's parameters cell comes from ExperimentConfig; rerun this after adding a
+parameter:
     .venv/bin/python scripts/build_notebooks.py
 """
 
@@ -13,6 +17,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from fedprune_core.tools.notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS, parameters_source
 
 EXPLORE_NOTEBOOK = NOTEBOOKS / "explore.ipynb"
+ANALYSIS_NOTEBOOK = NOTEBOOKS / "analysis.ipynb"
+# The Jupyter kernel `make venv` installs (Makefile KERNEL_NAME): the project's .venv.
+KERNELSPEC = {"display_name": "FedPrune-Sparse (.venv)", "language": "python",
+              "name": "fedprune-sparse"}
 
 CELLS = [
     ("md", """# FedPrune-Sparse: one experiment
@@ -89,21 +97,92 @@ recorded run with a report use the experiment notebook (`make run`)."""),
 ]
 
 
+ANALYSIS_CELLS = [
+    ("md", """# Analysis across runs
+
+This notebook reads every finished run under `results/` and produces the dissertation's comparison tables and figures. All the work is done by `fedprune_core.analysis`; the notebook only calls it and shows what it wrote.
+
+* A row is one *experiment*: runs with the same `label` (e.g. `FedAvg`, `Sparsify(topk 0.95)`) and the same value of every parameter but `seed`, each with its own seed. Runs that share a label but differ in a parameter are separate rows, their labels extended with the values that differ (e.g. `FedAvg [local_epochs=1]`); a run repeating a seed is a row of its own.
+* Numbers are given as **mean ± 95% confidence interval over seeds** (Student-t); with a single seed only the mean is shown.
+* Runs without `summary.json` are unfinished, and runs whose files cannot be read are damaged: both are skipped, and the notes below name them.
+
+Run it headless from the repository root (`make analysis`):
+
+```
+python -m papermill notebooks/analysis.ipynb results/analysis/analysis.ipynb --cwd . -p target_accuracy 95
+```"""),
+    ("params", """results_dir = "results"  # relative to the working directory (the repository root)
+target_accuracy = 90.0  # test accuracy (%) for the rounds-to-target column
+out_dir = None  # None: <results_dir>/analysis"""),
+    ("code", """from IPython.display import Image, Markdown, display
+
+from fedprune_core import analysis
+
+# Opened from notebooks/ in JupyterLab, the results folder is one level up.
+results_dir = analysis.resolve_results_dir(results_dir)
+outputs = analysis.analyze(results_dir, out_dir=out_dir, target_accuracy=target_accuracy)
+
+
+def show_table(name):
+    display(Markdown(outputs["tables"][name]["md"].read_text()))
+
+
+def show_figure(name):
+    display(Image(filename=str(outputs["figures"][name]["png"]), width=720))
+
+
+notes = "".join(f"- {note}\\n" for note in outputs["notes"]) or "- Every run was read; none was set apart.\\n"
+display(Markdown(f"**Notes on the runs read**\\n\\n{notes}\\nTables and figures: `{outputs['out_dir']}`"))"""),
+    ("md", """## Runs
+
+Every finished run, one row each: final and best test accuracy (%), the first round that reached the target accuracy (– if never), total uplink traffic in MB, compression (dense FedAvg bytes / bytes actually sent), client training GFLOPs and the saving against dense training, and wall-clock and simulated time in seconds."""),
+    ("code", 'show_table("runs")'),
+    ("md", """## Experiments compared
+
+One row per experiment. Accuracies and rounds to the target are mean ± 95% CI over seeds; when not every seed reached the target, the count of those that did is given and the mean is over them. Costs are means (their CIs are in `methods_stats`). This is the table to cite: `methods.tex` is ready for LaTeX (booktabs)."""),
+    ("code", 'show_table("methods")'),
+    ("md", """## Accuracy per round
+
+Mean test accuracy over seeds against the communication round, with a 95% CI band; the dotted line is the target accuracy. It shows how fast each method learns per round, regardless of what a round costs."""),
+    ("code", 'show_figure("accuracy_vs_round")'),
+    ("md", """## Accuracy per megabyte sent
+
+The same accuracy against the cumulative uplink traffic (log scale). This is the communication-efficiency figure: a curve further to the left reaches the same accuracy with fewer bytes from the clients."""),
+    ("code", 'show_figure("accuracy_vs_uplink")'),
+    ("md", """## Accuracy per unit of client computation
+
+Accuracy against the cumulative training work of the clients in GFLOPs. Pruned (smaller) models move their curves to the left: less computation on the devices for the same accuracy."""),
+    ("code", 'show_figure("accuracy_vs_flops")'),
+    ("md", """## Pruning ratio per client
+
+For each method that prunes: the distribution, over rounds and seeds, of each client's pruning ratio. With adaptive ratios, weaker clients (slower compute or links) should sit higher. When no run prunes, the figure says so."""),
+    ("code", 'show_figure("client_pruning_ratios")'),
+    ("md", """## The data partition
+
+Training samples per class for each client, in the first run of the first method. The label skew seen here (few classes per client under `shards`) is the non-IID setting all methods are compared under; runs with the same seed share it."""),
+    ("code", 'show_figure("partition")'),
+    ("md", """## Files
+
+Everything above is in the output folder: tables as `.csv`, `.md` and `.tex`, figures as `.png` (300 DPI) and `.pdf`, and the notes as `notes.md`."""),
+    ("code", """for kind in ("tables", "figures"):
+    for name, paths in outputs[kind].items():
+        print(f"{name:24s}", ", ".join(path.name for path in paths.values()))"""),
+]
+
+
 def build(path: Path = EXPERIMENT_NOTEBOOK, cells: list = CELLS) -> None:
-    nb = new_notebook(metadata={
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                       "name": "python3"},
-        "language_info": {"name": "python"}})
+    nb = new_notebook(metadata={"kernelspec": KERNELSPEC, "language_info": {"name": "python"}})
     for i, (kind, source) in enumerate(cells):
         cell = new_markdown_cell(source) if kind == "md" else new_code_cell(source)
         if kind == "params":
             cell.metadata["tags"] = ["parameters"]
-        cell.id = f"cell-{i:02d}"
+        cell.id = str(i)  # what nbstripout makes of any id
         nb.cells.append(cell)
     path.write_text(nbformat.writes(nb) + "\n")
 
 
 if __name__ == "__main__":
-    for path, cells in ((EXPERIMENT_NOTEBOOK, CELLS), (EXPLORE_NOTEBOOK, EXPLORE_CELLS)):
+    for path, cells in ((EXPERIMENT_NOTEBOOK, CELLS), (EXPLORE_NOTEBOOK, EXPLORE_CELLS),
+                        (ANALYSIS_NOTEBOOK, ANALYSIS_CELLS)):
         build(path, cells)
         print(f"wrote {path}")

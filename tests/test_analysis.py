@@ -200,7 +200,7 @@ def test_pruning_figure_without_pruning_runs_is_a_note(tmp_path):
 
 def test_notebook_is_thin_clean_and_parameterized():
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert nb.metadata.kernelspec.name == "python3"
+    assert nb.metadata.kernelspec.name == "fedprune-sparse"  # the project's .venv kernel
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     assert all(c.outputs == [] and c.execution_count is None for c in code)

@@ -53,7 +53,7 @@ def test_committed_notebooks_carry_no_outputs():
     assert {"experiment.ipynb", "analysis.ipynb", "explore.ipynb"} <= {p.name for p in paths}
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        assert nb.metadata.kernelspec.name == "python3", path.name
+        assert nb.metadata.kernelspec.name == "fedprune-sparse", path.name  # the .venv kernel
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, (path.name, cell.id)

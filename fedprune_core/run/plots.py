@@ -64,7 +64,7 @@ def _single(draw, m, path: Path, title: str | None = None) -> Path:
 
 def partition_figure(counts: np.ndarray, path: Path) -> Path:
     """Stacked bars: samples of each class on each client."""
-    fig = Figure(figsize=(max(6, 0.35 * len(counts)), 4))
+    fig = Figure(figsize=(min(14, max(6, 0.35 * len(counts))), 4))
     ax = fig.subplots()
     bottom = np.zeros(len(counts))
     colors = colormaps["tab10" if counts.shape[1] <= 10 else "tab20"]
@@ -73,6 +73,10 @@ def partition_figure(counts: np.ndarray, path: Path) -> Path:
                label=str(c))
         bottom += counts[:, c]
     ax.set(xlabel="Client", ylabel="Samples", title="Partition: classes per client")
+    # Client ids are whole numbers: a tick per client, or every k-th when there are many.
+    step = -(-len(counts) // 40)
+    ax.set_xticks(range(0, len(counts), step))
+    ax.set_xlim(-0.6, len(counts) - 0.4)
     ax.legend(title="class", fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
