@@ -63,6 +63,12 @@ def _single(draw, m, path: Path, title: str | None = None) -> Path:
 
 
 def partition_figure(counts: np.ndarray, path: Path) -> Path:
+    """partition_plot saved at 300 DPI."""
+    partition_plot(counts).savefig(path, dpi=DPI)
+    return path
+
+
+def partition_plot(counts: np.ndarray) -> Figure:
     """Stacked bars: samples of each class on each client."""
     fig = Figure(figsize=(min(14, max(6, 0.35 * len(counts))), 4))
     ax = fig.subplots()
@@ -79,8 +85,7 @@ def partition_figure(counts: np.ndarray, path: Path) -> Path:
     ax.set_xlim(-0.6, len(counts) - 0.4)
     ax.legend(title="class", fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    return path
+    return fig
 
 
 def run_figures(metrics: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:

@@ -85,6 +85,13 @@ def progress_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def progress_png(rows: list[dict], title: str, rounds: int) -> bytes:
+    """progress_figure as PNG bytes, for the explorer's Image widget."""
+    buffer = io.BytesIO()
+    progress_figure(rows, title, rounds).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def progress_figure(rows: list[dict], title: str, rounds: int) -> Figure:
     """Accuracy and cumulative uplink against round (dense FedAvg's uplink for scale)."""
     m = progress_frame(rows)
     fig = Figure(figsize=(9, 3.2), dpi=100, layout="constrained")
@@ -106,9 +113,7 @@ def progress_png(rows: list[dict], title: str, rounds: int) -> bytes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return fig
 
 
 def progress_table(rows: list[dict]) -> str:
