@@ -38,17 +38,20 @@ def run_name(label: str, seed: int) -> str:
 
 
 def write_run(results_dir: Path, label: str, seed: int, accuracy: list[float],
-              wall_time: float = 10.0, finished: bool = True) -> Path:
-    """Write one run folder; without summary.json when not `finished`."""
+              wall_time: float = 10.0, finished: bool = True, name: str | None = None,
+              config: dict | None = None) -> Path:
+    """Write one run folder (named `name`, default from label and seed, with `config` changes
+    to its config.json); without summary.json when not `finished`."""
     prunes = label != "FedAvg"
-    folder = Path(results_dir) / run_name(label, seed)
+    folder = Path(results_dir) / (name or run_name(label, seed))
     folder.mkdir(parents=True)
     config = {"run_name": folder.name, "seed": seed, "rounds": len(accuracy), "pruning": prunes,
               "pruning_mode": "structured", "pruning_ratio": 0.4 if prunes else 0.0,
               "sparsification": prunes, "sparsify_method": "topk",
               "sparsity_ratio": 0.9 if prunes else 0.0, "error_feedback": True,
               "label": None, "dataset": "mnist", "partition": "shards",
-              "_meta": {"git_commit": "abc123", "created": "2025-01-01T00:00:00"}}
+              "_meta": {"git_commit": "abc123", "created": "2025-01-01T00:00:00"},
+              **(config or {})}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     metrics = _metrics(accuracy, BYTE_FRACTION[label], FLOP_FRACTION[label], wall_time)
     metrics.to_csv(folder / "metrics.csv", index=False)

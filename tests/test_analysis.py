@@ -80,6 +80,51 @@ def test_pooling_runs_with_different_configs_warns(results):
     assert set(runs.metrics.label) >= {"FedAvg [dataset=cifar10]", "FedAvg [dataset=mnist]"}
 
 
+def test_two_experiments_with_one_label_are_two_rows(tmp_path):
+    """The tester's two smoke runs: one label, seed 0 both, other clients, epochs and data.
+    They were pooled as "Seeds 2 | 14.68 ± 56.67"; they are two experiments."""
+    write_run(tmp_path, "FedAvg", 0, [40.0, 50.0], name="smoke_a",
+              config={"num_clients": 4, "local_epochs": 1, "data_fraction": 0.1})
+    write_run(tmp_path, "FedAvg", 0, [5.0, 10.0], name="smoke_b",
+              config={"num_clients": 10, "local_epochs": 2, "data_fraction": 0.2})
+    with pytest.warns(UserWarning, match="'FedAvg' differ in num_clients, local_epochs, "
+                                         "data_fraction"):
+        runs = analysis.load_runs(tmp_path)
+    table = analysis.method_table(runs, 90.0).set_index("Method")
+    assert list(table.index) == ["FedAvg [num_clients=4, local_epochs=1, data_fraction=0.1]",
+                                 "FedAvg [num_clients=10, local_epochs=2, data_fraction=0.2]"]
+    assert list(table["Seeds"]) == [1, 1]
+    assert list(table["Final acc. (%)"]) == ["50.00", "10.00"]  # no interval from one run
+
+
+def test_runs_repeating_a_seed_are_rows_of_their_own(tmp_path):
+    """A make run, an ablation and an explorer click, all seed 0, one label and the same
+    parameters: repeats, not three seeds."""
+    for name, accuracy in (("run_a", 30.0), ("run_b", 10.0), ("run_c", 0.0)):
+        write_run(tmp_path, "FedAvg", 0, [accuracy], name=name)
+    write_run(tmp_path, "FedAvg", 1, [20.0], name="run_d")
+    with pytest.warns(UserWarning, match="'FedAvg' repeat seed"):
+        runs = analysis.load_runs(tmp_path)
+    table = analysis.method_table(runs, 90.0).set_index("Method")
+    assert list(table.index) == ["FedAvg", "FedAvg [run run_b]", "FedAvg [run run_c]"]
+    assert list(table["Seeds"]) == [2, 1, 1]  # run_a and run_d: seeds 0 and 1
+    assert table.loc["FedAvg", "Final acc. (%)"].startswith("25.00 ± ")
+
+
+def test_a_corrupt_summary_is_skipped_with_a_note_naming_the_run(results, tmp_path):
+    (results / "fedavg_s1" / "summary.json").write_text('{"run_name": ')
+    (results / "hybrid_s1" / "config.json").write_bytes(b"\xff\xfe")
+    with pytest.warns(UserWarning, match="fedavg_s1 .*summary.json is not valid JSON"):
+        runs = analysis.load_runs(results)
+    assert set(runs.summaries["run_name"]) == {"fedavg_s0", "hybrid_s0"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # analyze() turns them into notes, not warnings
+        outputs = analysis.analyze(results, out_dir=tmp_path / "out")
+    assert any("fedavg_s1" in n for n in outputs["notes"])
+    assert any("hybrid_s1" in n and "config.json" in n for n in outputs["notes"])
+    assert "fedavg_s1" in (tmp_path / "out" / "notes.md").read_text()
+
+
 # ---------------------------------------------------------------- statistics and tables
 
 def test_mean_ci_is_the_student_t_interval():

@@ -101,7 +101,7 @@ def _read_run(folder: Path) -> tuple[dict, dict[str, pd.DataFrame | None]]:
            "seed": summary.get("seed", config.get("seed"))}
     row.update({k: v for k, v in summary.items() if k not in row and k != "artifacts"})
     row.update({k: config[k] for k in CONFIG_FIELDS if k in config})
-    row["experiment"] = json.dumps(experiment_params(config), sort_keys=True)
+    row["experiment"] = json.dumps(experiment_params(config))  # in the config's field order
     tables = {}
     for name in ("metrics.csv", "clients.csv", "partition.csv"):
         path = folder / name
