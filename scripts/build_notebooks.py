@@ -43,7 +43,7 @@ from fedprune_core.run.loop import describe_partition
 use_project_root()  # opened in JupyterLab from notebooks/: results/ is the project's
 config = config_from_namespace(globals())  # validates every parameter before any work
 display(Markdown(f"**Method:** {config.method_label} &nbsp; **Run:** `{config.run_name or '(timestamp)'}`"))
-pd.Series(config.science_dict(), name="value").to_frame().T"""),
+pd.Series(config.science_dict(), name="value").to_frame()"""),
     ("md", """## Partition
 
 Training samples of each class on each client. With `partition = "shards"` each client holds

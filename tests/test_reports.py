@@ -188,3 +188,65 @@ def test_pdf_export(executed_nb, tmp_path):
     out2 = export_pdf(executed_nb, tmp_path / "code.pdf", hide_input=False)
     data2 = out2.read_bytes()
     assert data2.startswith(b"%PDF") and _pdf_page_count(data2) > 0
+
+
+# --------------------------------------------------------------------------- offline, print layout
+
+WIDE_COLUMNS = [f"column_number_{i:02d}" for i in range(14)]
+
+
+def _wide_table_notebook(tmp_path: Path) -> Path:
+    """A 14-column table (like the analysis' runs table) and a heading before a figure."""
+    header = "| run_name | " + " | ".join(WIDE_COLUMNS) + " |"
+    rule = "|---|" + "---:|" * len(WIDE_COLUMNS)
+    rows = [f"| sparsification_only_topk_s{r} | " + " | ".join(f"{r * 100 + i}.25"
+                                                            for i in range(14)) + " |"
+            for r in range(5)]
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    png = new_output("display_data", data={"image/png": _TINY_PNG, "text/plain": "<Figure>"})
+    nb.cells = [new_markdown_cell("# Wide\n\n" + "\n".join([header, rule, *rows])),
+                new_markdown_cell("## Heading kept with its figure"),
+                new_code_cell("show()", outputs=[png], execution_count=1)]
+    path = tmp_path / "wide.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+_TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
+             "RU5ErkJggg==")
+
+
+def test_html_report_loads_nothing_from_the_network(executed_nb, tmp_path):
+    """No MathJax, mermaid or require.js from a CDN: the report is the same offline."""
+    html = _html_text(export_html(executed_nb, tmp_path / "offline.html"))
+    assert not re.search(r'<(script|link)[^>]+(src|href)="(https?:)?//', html)
+    for cdn in ("mathjax", "mermaid", "require.min.js", "cdnjs", "unpkg", "jsdelivr"):
+        assert cdn not in html.lower(), cdn
+    with_math = _html_text(export_html(executed_nb, tmp_path / "math.html",
+                                       mathjax_url="file:///opt/mathjax/MathJax.js"))
+    assert "file:///opt/mathjax/MathJax.js" in with_math  # an explicit local copy is used
+
+
+def test_print_html_keeps_headings_with_their_content_and_lets_names_wrap(tmp_path):
+    html = reports._render_html(_wide_table_notebook(tmp_path), True, None, for_pdf=True)
+    group = html.split('<div class="keep-with-next">')[1]
+    assert "Heading kept with its figure" in group and "data:image/png" in group
+    assert "column_<wbr>number_<wbr>00" in html and "sparsification_<wbr>only_" in html
+    assert ".keep-with-next { break-inside: avoid" in html
+
+
+def test_pdf_fits_a_wide_table_on_the_page(tmp_path):
+    """The runs table lost 9 of its 14 columns at the right margin: every column is printed."""
+    import shutil
+    import subprocess
+
+    if find_chromium() is None or shutil.which("pdftotext") is None:
+        pytest.skip("needs headless Chromium (make pdf-deps) and pdftotext (poppler-utils)")
+    pdf = export_pdf(_wide_table_notebook(tmp_path))
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                          text=True).stdout
+    for r in range(5):
+        assert f"{r * 100 + 13}.25" in text, f"row {r}: the last column is cut"
+    assert _pdf_page_count(pdf.read_bytes()) == 1  # no blank page after the content

@@ -22,16 +22,16 @@ Cell tags (honoured in both formats, also when inputs are shown):
 * ``remove-input``, ``remove_input``, ``hide-input``, ``hide_input``: keep outputs only;
 * ``remove-output``, ``remove_output``, ``hide-output``, ``hide_output``: keep input only.
 
-Offline caveats: in the HTML report MathJax (LaTeX math in markdown) is loaded from its CDN
-when the report is opened, so without internet math stays as raw ``$...$`` text.  The PDF
-route leaves MathJax out (raw ``$...$``) unless ``mathjax_url`` is given; pass it (e.g.
-``file:///.../mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe`` from the npm
-``mathjax@2`` package) or set ``FEDPRUNE_MATHJAX_URL`` to typeset math in both formats.
-require.js (a blocking CDN script used only by widgets / JavaScript outputs) is left out of
-both.  Jupyter
-widget outputs (e.g. ``tqdm.auto`` progress bars) cannot be rendered statically, so they
-are dropped along with the notebook's widget-state metadata, which also keeps a malformed
-widget state from failing nbconvert's validation.
+Self-contained, offline: neither format loads anything from the network.  nbconvert's lab
+template would load MathJax and mermaid from a CDN and require.js (widgets / JavaScript
+outputs only); all three are left out, so a report opened without internet looks the same and
+never waits on a script.  LaTeX math in markdown therefore stays as raw ``$...$`` text (the
+project's notebooks use none) unless ``mathjax_url`` is given: pass a local copy (e.g.
+``file:///.../mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe`` from the npm ``mathjax@2``
+package) or set ``FEDPRUNE_MATHJAX_URL`` to typeset math in both formats.  Jupyter widget
+outputs (e.g. ``tqdm.auto`` progress bars) cannot be rendered statically, so they are dropped
+along with the notebook's widget-state metadata, which also keeps a malformed widget state from
+failing nbconvert's validation.
 
 CLI (used by the Makefile)::
 
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,18 +78,44 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 DEFAULT_PDF_TIMEOUT = 180.0  # seconds for one Chromium print
 
-# Print layout for the PDF route: A4 with modest margins; never split a figure; wrap long lines.
+# Print layout for the PDF route (A4). What a reader would notice otherwise: tables wider than
+# the page cut at the right margin (paper cannot scroll sideways), a figure split over two
+# pages, a heading or a figure's caption alone at the bottom of a page, its content on the next.
 _PRINT_CSS = """
 @page { size: A4; margin: 12mm 10mm; }
 @media print {
   body { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   .jp-OutputArea-output img { max-width: 100% !important; height: auto; }
   .jp-OutputArea-output img, .jp-RenderedImage { break-inside: avoid; page-break-inside: avoid; }
-  /* Paper cannot scroll sideways: wrap long code and text-output lines instead of cutting them. */
+  /* Wrap long code and text-output lines instead of cutting them. */
   pre, .highlight pre, .jp-OutputArea-output pre {
     white-space: pre-wrap !important; overflow-wrap: anywhere; word-break: break-word;
   }
-  .jp-InputArea-editor, .jp-OutputArea-output, .highlight { overflow: visible !important; }
+  .jp-InputArea-editor, .jp-OutputArea-output, .jp-RenderedHTMLCommon, .highlight {
+    overflow: visible !important;
+  }
+  /* Wide tables shrink to the page: small type, cells that wrap (long column names too). */
+  .jp-RenderedHTMLCommon table {
+    table-layout: auto !important; width: auto; max-width: 100%; font-size: 8pt !important;
+    margin-left: 0; margin-right: auto;
+  }
+  .jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon td {
+    padding: 1px 4px !important; white-space: normal !important; max-width: none;
+  }
+  /* Column names break after an underscore (see _for_print). */
+  .jp-RenderedHTMLCommon th { overflow-wrap: break-word; }
+  .jp-RenderedHTMLCommon table:has(th:nth-child(9)) { font-size: 7pt !important; }
+  .jp-RenderedHTMLCommon table:has(th:nth-child(12)) { font-size: 6pt !important; }
+  .jp-RenderedHTMLCommon table:has(th:nth-child(12)) :is(th, td) { padding: 1px 2px !important; }
+  .jp-RenderedHTMLCommon thead { display: table-header-group; }
+  .jp-RenderedHTMLCommon tr { break-inside: avoid; page-break-inside: avoid; }
+  /* Keep headings and captions with what follows them (see _for_print). */
+  .keep-with-next { break-inside: avoid; page-break-inside: avoid; }
+  h1, h2, h3, h4, h5, h6 { break-after: avoid; page-break-after: avoid; }
+  .jp-OutputArea-child:has(.jp-RenderedMarkdown):not(:last-child) {
+    break-after: avoid; page-break-after: avoid;  /* a caption stays with its figure */
+  }
+  .jp-OutputArea-child:has(img) { break-inside: avoid; page-break-inside: avoid; }
 }
 """
 
@@ -138,18 +165,16 @@ def _read_notebook(notebook_path: Path) -> nbformat.NotebookNode:
     return _strip_widgets(nb)
 
 
-# Jinja templates layered on nbconvert's ``lab`` template.  Both drop require.js: it is a
-# *blocking* <script> from a CDN that only serves widgets / JavaScript outputs, which a static
-# report cannot run anyway; on a network that silently drops packets it blanks the page until
-# the browser gives up.  The PDF variant also drops MathJax (same blocking CDN load, and it
-# would typeset after Chromium has printed) unless a MathJax URL is given explicitly.
-_REPORT_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-"""
-_PDF_TEMPLATE_NO_MATH = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-"""
+# A Jinja template layered on nbconvert's ``lab`` template that empties the blocks loading
+# scripts from a CDN: require.js (a *blocking* script that only serves widgets / JavaScript
+# outputs, which a static report cannot run; on a network that drops packets it blanks the page
+# until the browser gives up), mermaid, and MathJax unless a MathJax URL is given explicitly.
+def _report_template(with_mathjax: bool) -> str:
+    blocks = ["html_head_js_requirejs", "html_head_js_mermaidjs"]
+    if not with_mathjax:
+        blocks.append("html_head_js_mathjax")
+    return "{%- extends 'lab/index.html.j2' -%}\n" + "".join(
+        f"{{%- block {b} -%}}{{%- endblock {b} -%}}\n" for b in blocks)
 
 
 def _render_html(
@@ -173,7 +198,7 @@ def _render_html(
     c.TagRemovePreprocessor.remove_all_outputs_tags = set(REMOVE_OUTPUT_TAGS)
 
     mathjax_url = mathjax_url or os.environ.get("FEDPRUNE_MATHJAX_URL")
-    template = _PDF_TEMPLATE_NO_MATH if (for_pdf and not mathjax_url) else _REPORT_TEMPLATE
+    template = _report_template(with_mathjax=bool(mathjax_url))
     exporter = HTMLExporter(
         config=c,
         template_name="lab",
@@ -196,7 +221,39 @@ def _render_html(
         raise ReportError(f"HTML export of {notebook_path} failed: {type(exc).__name__}: {exc}") from exc
     if for_pdf:
         body = body.replace("</head>", f'<style type="text/css">{_PRINT_CSS}</style>\n</head>', 1)
+        body = _for_print(body)
     return body
+
+
+_CELL_START = re.compile(r'(?=<div class="jp-Cell )')
+
+
+def _for_print(body: str) -> str:
+    """The HTML report, made printable.
+
+    Each markdown cell is grouped with the code cell after it (`keep-with-next`, not split by
+    the print CSS), so a heading never ends a page while its table or figure starts the next:
+    Chromium ignores `break-after: avoid` between these cells. Names like avg_transmitted_ratio
+    in table cells may wrap after an underscore, so a wide table fits the page width.
+    """
+    start, end = body.find("<main>"), body.rfind("</main>")
+    if start >= 0 and end > start:
+        start += len("<main>")
+        cells, grouped, i = _CELL_START.split(body[start:end]), [], 0
+        while i < len(cells):
+            j = i + 1  # through the next cell that shows something (not a parameters cell)
+            while j < len(cells) and "jp-mod-noOutputs" in cells[j][:200]:
+                j += 1
+            if "jp-MarkdownCell" in cells[i][:100] and j < len(cells) \
+                    and "jp-CodeCell" in cells[j][:100]:
+                grouped.append(f'<div class="keep-with-next">{"".join(cells[i:j + 1])}</div>')
+                i = j + 1
+            else:
+                grouped.append(cells[i])
+                i += 1
+        body = body[:start] + "".join(grouped) + body[end:]
+    return re.sub(r"(<t[hd][^>]*>)([^<]*)(</t[hd]>)",
+                  lambda m: m[1] + m[2].replace("_", "_<wbr>") + m[3], body)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -435,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ignore paths/patterns that match no file "
                         "(fail only if nothing at all is left)")
     parser.add_argument("--mathjax-url", metavar="URL",
-                        help="MathJax URL (default: env FEDPRUNE_MATHJAX_URL or nbconvert's CDN)")
+                        help="MathJax URL, e.g. a local copy (default: env FEDPRUNE_MATHJAX_URL; "
+                        "without one, math stays as $...$ and nothing is loaded from the network)")
     args = parser.parse_args(argv)
 
     try:
