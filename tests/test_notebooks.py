@@ -59,6 +59,46 @@ def test_committed_notebooks_carry_no_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, (path.name, cell.id)
 
 
+def test_a_fresh_clone_stays_clean_after_setup(tmp_path):
+    """make venv installs the nbstripout filter (nbstripout --install --attributes
+    .gitattributes); the committed notebooks and .gitattributes must already be what the
+    filter writes, or a fresh clone's git status shows them modified."""
+    import shutil
+
+    nbstripout = Path(sys.executable).parent / "nbstripout"
+    if shutil.which("git") is None or not nbstripout.exists() or not (REPO / ".git").exists():
+        pytest.skip("needs git, a git checkout and nbstripout (the [notebooks] extra)")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run([str(nbstripout), "--install", "--attributes", ".gitattributes"], cwd=clone,
+                   check=True)
+    for path in (clone / "notebooks").glob("*.ipynb"):
+        os.utime(path)  # git runs the clean filter again on what it sees touched
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
+                            text=True, check=True).stdout
+    assert status == "", status
+    for path in (clone / "notebooks").glob("*.ipynb"):
+        stripped = subprocess.run([str(nbstripout), "-t"], stdin=open(path), capture_output=True,
+                                  text=True, check=True).stdout
+        assert stripped == path.read_text(), path.name
+
+
+def test_build_notebooks_writes_what_is_committed(tmp_path, monkeypatch):
+    """`make notebooks` regenerates the three notebooks byte for byte (then the filter, too,
+    leaves them alone)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_notebooks
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    for name, cells in (("experiment", build_notebooks.CELLS),
+                        ("explore", build_notebooks.EXPLORE_CELLS),
+                        ("analysis", build_notebooks.ANALYSIS_CELLS)):
+        build_notebooks.build(tmp_path / f"{name}.ipynb", cells)
+        assert (tmp_path / f"{name}.ipynb").read_text() == \
+            (REPO / "notebooks" / f"{name}.ipynb").read_text(), name
+
+
 def test_explore_notebook_is_thin():
     nb = nbformat.read(REPO / "notebooks" / "explore.ipynb", as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
@@ -231,3 +271,32 @@ def test_notebooks_in_jupyterlab_write_to_the_project_results(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # anywhere else (papermill's --cwd, the CLI) stays put
     use_project_root()
     assert Path.cwd() == tmp_path
+
+
+def test_explorer_shows_no_broken_image_and_the_dense_line_from_round_one():
+    w = explore.explorer()
+    assert w.figure.layout.display == "none"  # an empty Image widget is a broken-image icon
+    cfg, rows = ExperimentConfig(rounds=4, run_name="explore_x"), []
+    w.on_round_end(cfg, rows, row(1, 50.0))
+    assert w.figure.layout.display is None
+    fig = explore.progress_figure(rows, "t", rounds=4)
+    dense = next(line for line in fig.axes[1].lines if line.get_label() == "dense FedAvg")
+    assert list(dense.get_xdata()) == [1, 2, 3, 4]  # whole at round 1, not one invisible point
+    assert list(dense.get_ydata()) == pytest.approx([4.0, 8.0, 12.0, 16.0])
+
+
+def test_a_failed_explorer_click_leaves_no_folder(tmp_path):
+    results = tmp_path / "results"
+    w = explore.explorer(results_dir=results, rounds=1, num_clients=4, clients_per_round=2,
+                         data_fraction=0.05, num_threads=1, data_root=str(tmp_path / "nodata"))
+    # No MNIST there, and its download goes to a closed local port.
+    env = {k: os.environ.get(k) for k in ("http_proxy", "https_proxy", "no_proxy")}
+    os.environ.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+                      no_proxy="")
+    try:
+        w.run_button.click()
+    finally:
+        for key, value in env.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    assert "DataUnavailableError" in w.status.value
+    assert list(results.iterdir()) == [] and not (tmp_path / "nodata").exists()
