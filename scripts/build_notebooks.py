@@ -41,6 +41,7 @@ from fedprune_core.tools.notebook import config_from_namespace, use_project_root
 from fedprune_core.run.loop import describe_partition
 
 use_project_root()  # opened in JupyterLab from notebooks/: results/ is the project's
+pd.set_option("display.max_colwidth", None)  # a long method label is shown whole
 config = config_from_namespace(globals())  # validates every parameter before any work
 display(Markdown(f"**Method:** {config.method_label} &nbsp; **Run:** `{config.run_name or '(timestamp)'}`"))
 pd.Series(config.science_dict(), name="value").to_frame()"""),

@@ -10,7 +10,8 @@ PDF
     Chosen over nbconvert's LaTeX route because it needs a smaller system install
     (~414 MB vs ~596 MB for texlive-xetex + fonts + pandoc on Debian 12), is faster
     (~0.6-1.7 s per report in-process, ~2 s via the CLI) and renders what the HTML report
-    shows (A4 pages, long code lines wrapped, figures not split).  nbconvert's
+    shows (A4 pages, long code lines wrapped, wide tables fitted, figures not split,
+    headings kept with what follows: print_layout.py).  nbconvert's
     ``webpdf`` exporter is not used: its Playwright backend only finds its own downloaded
     browser, which cannot be fetched offline.  Install the browser with
     ``make pdf-deps`` (runs ``scripts/install_pdf_deps.sh``).  ``FEDPRUNE_CHROMIUM`` may
@@ -44,7 +45,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import nbformat
+
+from .print_layout import for_print
 
 __all__ = [
     "ReportError",
@@ -78,46 +80,6 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 DEFAULT_PDF_TIMEOUT = 180.0  # seconds for one Chromium print
 
-# Print layout for the PDF route (A4). What a reader would notice otherwise: tables wider than
-# the page cut at the right margin (paper cannot scroll sideways), a figure split over two
-# pages, a heading or a figure's caption alone at the bottom of a page, its content on the next.
-_PRINT_CSS = """
-@page { size: A4; margin: 12mm 10mm; }
-@media print {
-  body { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  .jp-OutputArea-output img { max-width: 100% !important; height: auto; }
-  .jp-OutputArea-output img, .jp-RenderedImage { break-inside: avoid; page-break-inside: avoid; }
-  /* Wrap long code and text-output lines instead of cutting them. */
-  pre, .highlight pre, .jp-OutputArea-output pre {
-    white-space: pre-wrap !important; overflow-wrap: anywhere; word-break: break-word;
-  }
-  .jp-InputArea-editor, .jp-OutputArea-output, .jp-RenderedHTMLCommon, .highlight {
-    overflow: visible !important;
-  }
-  /* Wide tables shrink to the page: small type, cells that wrap (long column names too). */
-  .jp-RenderedHTMLCommon table {
-    table-layout: auto !important; width: auto; max-width: 100%; font-size: 8pt !important;
-    margin-left: 0; margin-right: auto;
-  }
-  .jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon td {
-    padding: 1px 4px !important; white-space: normal !important; max-width: none;
-  }
-  /* Column names break after an underscore (see _for_print). */
-  .jp-RenderedHTMLCommon th { overflow-wrap: break-word; }
-  .jp-RenderedHTMLCommon table:has(th:nth-child(9)) { font-size: 7pt !important; }
-  .jp-RenderedHTMLCommon table:has(th:nth-child(12)) { font-size: 6pt !important; }
-  .jp-RenderedHTMLCommon table:has(th:nth-child(12)) :is(th, td) { padding: 1px 2px !important; }
-  .jp-RenderedHTMLCommon thead { display: table-header-group; }
-  .jp-RenderedHTMLCommon tr { break-inside: avoid; page-break-inside: avoid; }
-  /* Keep headings and captions with what follows them (see _for_print). */
-  .keep-with-next { break-inside: avoid; page-break-inside: avoid; }
-  h1, h2, h3, h4, h5, h6 { break-after: avoid; page-break-after: avoid; }
-  .jp-OutputArea-child:has(.jp-RenderedMarkdown):not(:last-child) {
-    break-after: avoid; page-break-after: avoid;  /* a caption stays with its figure */
-  }
-  .jp-OutputArea-child:has(img) { break-inside: avoid; page-break-inside: avoid; }
-}
-"""
 
 
 class ReportError(RuntimeError):
@@ -220,40 +182,8 @@ def _render_html(
     except Exception as exc:
         raise ReportError(f"HTML export of {notebook_path} failed: {type(exc).__name__}: {exc}") from exc
     if for_pdf:
-        body = body.replace("</head>", f'<style type="text/css">{_PRINT_CSS}</style>\n</head>', 1)
-        body = _for_print(body)
+        body = for_print(body)
     return body
-
-
-_CELL_START = re.compile(r'(?=<div class="jp-Cell )')
-
-
-def _for_print(body: str) -> str:
-    """The HTML report, made printable.
-
-    Each markdown cell is grouped with the code cell after it (`keep-with-next`, not split by
-    the print CSS), so a heading never ends a page while its table or figure starts the next:
-    Chromium ignores `break-after: avoid` between these cells. Names like avg_transmitted_ratio
-    in table cells may wrap after an underscore, so a wide table fits the page width.
-    """
-    start, end = body.find("<main>"), body.rfind("</main>")
-    if start >= 0 and end > start:
-        start += len("<main>")
-        cells, grouped, i = _CELL_START.split(body[start:end]), [], 0
-        while i < len(cells):
-            j = i + 1  # through the next cell that shows something (not a parameters cell)
-            while j < len(cells) and "jp-mod-noOutputs" in cells[j][:200]:
-                j += 1
-            if "jp-MarkdownCell" in cells[i][:100] and j < len(cells) \
-                    and "jp-CodeCell" in cells[j][:100]:
-                grouped.append(f'<div class="keep-with-next">{"".join(cells[i:j + 1])}</div>')
-                i = j + 1
-            else:
-                grouped.append(cells[i])
-                i += 1
-        body = body[:start] + "".join(grouped) + body[end:]
-    return re.sub(r"(<t[hd][^>]*>)([^<]*)(</t[hd]>)",
-                  lambda m: m[1] + m[2].replace("_", "_<wbr>") + m[3], body)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
