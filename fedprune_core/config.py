@@ -232,7 +232,7 @@ def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     or an `extends:` chain that comes back to itself.
     """
     path = Path(path)
-    where = " (extended by " + " <- ".join(str(p) for p in reversed(_chain)) + ")" if _chain else ""
+    where = f" (named by extends: in {' -> '.join(map(str, _chain))})" if _chain else ""
     if path.resolve() in [p.resolve() for p in _chain]:
         cycle = " -> ".join(str(p) for p in (*_chain, path))
         raise ConfigError(f"params file {path}: extends: cycle {cycle}; allowed: a chain of "

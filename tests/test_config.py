@@ -109,3 +109,25 @@ def test_cuda_is_a_clear_error_without_a_gpu(tmp_path):
     out = _cli("run", "--device", "cuda", "--results_dir", str(tmp_path))
     assert out.returncode == 2 and "device" in out.stderr and "cpu" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_strings_are_not_booleans_but_numbers_may_be_strings(tmp_path):
+    """PyYAML reads 1e-3 as a string (YAML 1.1 wants a dot), so numeric strings stay valid;
+    a quoted "yes", "no", "true" is not silently a boolean."""
+    assert ExperimentConfig.from_dict({"lr": "1e-3", "rounds": "5"}).lr == 0.001
+    for text in ("yes", "no", "true", "off"):
+        with pytest.raises(ConfigError, match="error_feedback: expected true or false"):
+            ExperimentConfig.from_dict({"error_feedback": text})
+    (tmp_path / "p.yaml").write_text("error_feedback: no\nlr: 1e-3\n")  # unquoted: YAML's own
+    cfg = ExperimentConfig.from_yaml(tmp_path / "p.yaml")
+    assert cfg.error_feedback is False and cfg.lr == 0.001
+
+
+def test_extends_chain_names_the_files(tmp_path):
+    (tmp_path / "base.yaml").write_text("rounds: 2\n")
+    (tmp_path / "mid.yaml").write_text("extends: [base.yaml, missing.yaml]\n")
+    (tmp_path / "top.yaml").write_text("extends: mid.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml does not exist \(named by extends: in .*top.yaml -> .*mid.yaml\)"):
+        ExperimentConfig.from_yaml(tmp_path / "top.yaml")
+    (tmp_path / "ok.yaml").write_text("extends: base.yaml\nlr: 0.1\n")
+    assert ExperimentConfig.from_yaml(tmp_path / "ok.yaml").rounds == 2
