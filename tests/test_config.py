@@ -127,7 +127,8 @@ def test_extends_chain_names_the_files(tmp_path):
     (tmp_path / "base.yaml").write_text("rounds: 2\n")
     (tmp_path / "mid.yaml").write_text("extends: [base.yaml, missing.yaml]\n")
     (tmp_path / "top.yaml").write_text("extends: mid.yaml\n")
-    with pytest.raises(ConfigError, match=r"missing.yaml does not exist \(named by extends: in .*top.yaml -> .*mid.yaml\)"):
+    with pytest.raises(ConfigError, match=r"missing.yaml does not exist \(named by extends: "
+                                          r"in .*top.yaml -> .*mid.yaml\)"):
         ExperimentConfig.from_yaml(tmp_path / "top.yaml")
     (tmp_path / "ok.yaml").write_text("extends: base.yaml\nlr: 0.1\n")
     assert ExperimentConfig.from_yaml(tmp_path / "ok.yaml").rounds == 2
