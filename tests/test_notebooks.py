@@ -164,7 +164,7 @@ def test_cli_skips_a_finished_run_and_leaves_its_notebook(cli_run):
     before = (run_dir / "experiment.ipynb").stat().st_mtime_ns
     again = cli(*notebook_command(run_dir.parent))
     assert again.returncode == 0, again.stderr
-    assert "already finished; skipping" in again.stdout
+    assert "already finished with these parameters; skipping" in again.stdout
     assert (run_dir / "experiment.ipynb").stat().st_mtime_ns == before
 
 
