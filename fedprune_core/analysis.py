@@ -29,8 +29,8 @@ FIGURE_DPI = 300
 BASELINE_LABEL = "FedAvg"  # listed first in tables and legends when present
 
 # Config fields copied next to each run's summary: what distinguishes one method from another.
-CONFIG_FIELDS = ("dataset", "partition", "rounds", "pruning", "pruning_mode", "pruning_ratio",
-                 "sparsification", "sparsify_method", "sparsity_ratio", "error_feedback")
+CONFIG_FIELDS = ("dataset", "model", "partition", "rounds", "pruning_mode", "pruning_ratio",
+                 "sparsify_method", "sparsity_ratio", "error_feedback", "aggregation")
 
 # Per-run numbers in the runs table; the ones after "seed" are also pooled over seeds per label.
 RUN_COLUMNS = ("run_name", "label", "seed", "rounds_completed", "final_test_accuracy",

@@ -140,7 +140,7 @@ def test_cli_params_typo_fails_before_any_notebook_is_written(tmp_path):
 # ---------------------------------------------------------------- explorer
 
 def test_config_from_controls_maps_the_method_to_the_two_switches():
-    flags = {name: (c.pruning, c.sparsification) for name in explore.METHODS
+    flags = {name: (c.pruning, c.compression) for name in explore.METHODS
              for c in [explore.config_from_controls({"method": name, "rounds": 3})]}
     assert flags == {"FedAvg": (False, False), "Pruning only": (True, False),
                      "Sparsification only": (False, True), "Hybrid": (True, True)}

@@ -70,7 +70,7 @@ def test_same_seed_same_metrics(tiny_config, method):
 def test_ablations_share_clients_and_data_order(tiny_config):
     """Common random numbers: the method changes, the sampled clients do not."""
     a = run_experiment(tiny_config(run_name="hyb"))
-    b = run_experiment(tiny_config(run_name="fedavg", pruning=False, sparsification=False))
+    b = run_experiment(tiny_config(run_name="fedavg", pruning_mode="none", sparsify_method="none"))
     assert a.clients.client_id.tolist() == b.clients.client_id.tolist()
     assert (b.clients.transmitted_ratio == 1.0).all()
     assert b.summary["compression_x"] == pytest.approx(1.0, rel=1e-3)
@@ -109,8 +109,8 @@ def test_finished_run_is_never_overwritten_silently(tiny_config):
 
 def test_divergence_stops_with_a_clear_message_and_keeps_files(tiny_config):
     with pytest.raises(DivergenceError, match="lr"):
-        run_experiment(tiny_config(run_name="boom", lr=1e6, rounds=3, pruning=False,
-                                   sparsification=False))
+        run_experiment(tiny_config(run_name="boom", lr=1e6, rounds=3, pruning_mode="none",
+                                   sparsify_method="none"))
     d = tiny_config().results_dir
     run_dir = __import__("pathlib").Path(d) / "boom"
     assert (run_dir / "config.json").exists() and not (run_dir / "summary.json").exists()
@@ -121,7 +121,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_files(tiny_config):
     dict(partition="dirichlet", dirichlet_alpha=0.5),
     dict(partition="iid", pruning_mode="unstructured", unstructured_contribution="all"),
     dict(adaptive_ratio_online=True, sparsify_method="topk", eval_every=2),
-    dict(pruning=False, sparsify_method="random", error_feedback=False),
+    dict(pruning_mode="none", sparsify_method="random", error_feedback=False),
 ])
 def test_variants_run(tiny_config, changes):
     result = run_experiment(tiny_config(run_name="v", **changes))

@@ -45,7 +45,7 @@ def auto_deadline(profiles: list[ClientProfile], samples: list[int], flops_per_s
                   params: int, cfg: ExperimentConfig) -> float:
     """The median client's simulated time at the base pruning ratio: the default deadline."""
     down = 4.0 * params
-    up = down * ((1.0 - cfg.sparsity_ratio) * 2 if cfg.sparsification else 1.0)
+    up = down * ((1.0 - cfg.sparsity_ratio) * 2 if cfg.compression else 1.0)
     times = [p.time(flops_per_sample * n * cfg.local_epochs, down, up)
              for p, n in zip(profiles, samples)]
     return float(np.median(times))

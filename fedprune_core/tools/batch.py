@@ -48,7 +48,7 @@ from ..run.artifacts import write_atomic
 from ..config import ConfigError, ExperimentConfig, coerce_value, load_params_file
 
 # notebook.REPO_ROOT, not imported from there: that would load torch for every CLI command.
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 GRID, SUMMARY = "grid.jsonl", "batch.json"
 # Test hook: a unit whose run_name names a file in this folder fails as many tries as the file

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from ..run.artifacts import RunExistsError, default_run_name, run_state
 from ..config import ExperimentConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXPERIMENT_NOTEBOOK = NOTEBOOKS / "experiment.ipynb"
 KERNEL = "python3"  # inside the venv this kernel is the venv's own interpreter

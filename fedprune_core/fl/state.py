@@ -1,0 +1,44 @@
+"""The federation's state across rounds, in one frozen object that is also the checkpoint.
+
+`ServerState` holds what round r + 1 needs from rounds 1..r: the global parameters, each
+client's own state (error-feedback residual, pruning ratio), the aggregation method's state
+(e.g. FedAvgM's momentum) and which coordinates any client has trained so far. A round returns
+a new ServerState; nothing is mutated in place, so a saved state resumes to the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class ClientState:
+    ratio: float
+    residual: Optional[torch.Tensor] = None  # global flat size; created on first use
+
+    def to(self, device) -> "ClientState":
+        return ClientState(self.ratio, None if self.residual is None
+                           else self.residual.to(device))
+
+
+@dataclass(frozen=True)
+class ServerState:
+    round: int  # rounds completed
+    params: torch.Tensor  # the global model, flat
+    clients: tuple[ClientState, ...]
+    aggregator: dict[str, torch.Tensor]  # the aggregation method's own state
+    trained: torch.Tensor  # bool per coordinate: trained by some client in some round
+
+    def replace(self, **changes) -> "ServerState":
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device) -> "ServerState":
+        """The same state on another device (checkpoints are saved from the CPU)."""
+        return ServerState(self.round, self.params.to(device),
+                           tuple(c.to(device) for c in self.clients),
+                           {k: v.to(device) for k, v in self.aggregator.items()},
+                           self.trained.to(device))
