@@ -98,6 +98,11 @@ class ExperimentConfig:
     server_lr: float = _p(1.0, "Server learning rate applied to the averaged update.")
     server_momentum: float = _p(0.9, "FedAvgM's server momentum (aggregation=fedavgm).")
     eval_every: int = _p(1, "Evaluate every N rounds (and always at the last round).")
+    tail_rounds: int = _p(5, "Headline accuracy: tail_test_accuracy is the mean test accuracy "
+                             "of the last tail_rounds evaluated rounds (non-IID rounds swing).")
+    diagnostic_test_samples: int = _p(
+        2000, "Test images (a stratified, seeded subset) for the per-width sub-model accuracies "
+              "of structured runs; 0 = the whole test set.")
     eval_batch_size: int = _p(
         128, "Evaluation batch size; <=256 keeps each activation under glibc's 32 MB mmap "
              "threshold (larger batches page-fault every activation: 2x slower).")
@@ -290,7 +295,7 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not allowed; allowed: {allowed}")
 
     for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
-                 "eval_every", "eval_batch_size"):
+                 "eval_every", "eval_batch_size", "tail_rounds"):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     need(cfg.clients_per_round <= cfg.num_clients, "clients_per_round",
          f"1..num_clients ({cfg.num_clients})")
@@ -310,6 +315,13 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
     need(cfg.conv_cost > 0, "conv_cost", "a number > 0")
     need(cfg.qsgd_levels >= 1, "qsgd_levels", "an integer >= 1")
+    need(cfg.diagnostic_test_samples >= 0, "diagnostic_test_samples",
+         "an integer >= 0 (0 = the whole test set)")
+    need(not (cfg.pruning_mode == "unstructured" and cfg.unstructured_contribution == "all"
+              and cfg.error_feedback and cfg.compression), "unstructured_contribution",
+         "kept when error feedback compresses updates: with 'all' every pruned weight sends -w, "
+         "which the residual would pile up round after round and which would take the k "
+         "budget; use error_feedback false (or sparsify_method none) to study 'all'")
     need(0.0 <= cfg.server_momentum < 1.0, "server_momentum", "a number in [0, 1)")
     need(cfg.fc_cost > 0, "fc_cost", "a number > 0")
     for name in ("compute_gflops", "uplink_mbps", "downlink_mbps"):

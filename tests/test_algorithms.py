@@ -100,7 +100,8 @@ def test_unstructured_masks_prune_smallest_weights_and_stay_zero_after_training(
         assert torch.all(p.detach()[mask == 0] == 0)
         assert torch.any(p.detach()[mask == 1] != 0)
     assert len(plan.coords) == int(sum(mk.sum() for mk in masks))
-    seed_mode = planner(g, pruning_mode="unstructured", unstructured_contribution="all").plan(0.5)
+    seed_mode = planner(g, pruning_mode="unstructured", unstructured_contribution="all",
+                        error_feedback=False).plan(0.5)
     assert len(seed_mode.coords) == LAYOUT.size
 
 
@@ -216,10 +217,10 @@ def test_masked_fedavg_matches_a_hand_computed_mean():
 
 # --- adaptive ratios -----------------------------------------------------------------------
 
-def test_warm_start_gives_weak_clients_high_ratios():
+def test_warm_start_gives_slow_clients_high_ratios():
     cfg = dict(pruning_ratio=0.4, min_pruning_ratio=0.1, max_pruning_ratio=0.8)
-    ratios = method("ratio", **cfg).initial(np.array([5.0, 1.0, 3.0]))
-    np.testing.assert_allclose(ratios, [0.1, 0.8, 0.4])
+    ratios = method("ratio", **cfg).initial(np.array([1.0, 5.0, 3.0]))  # simulated seconds
+    np.testing.assert_allclose(ratios, [0.1, 0.7, 0.4])
     assert np.all(method("ratio", **cfg, adaptive_ratio=False).initial(np.ones(3)) == 0.4)
     assert np.all(method("ratio", **cfg, pruning_mode="none").initial(np.ones(3)) == 0.0)
 

@@ -36,6 +36,13 @@ class ServerState:
     def replace(self, **changes) -> "ServerState":
         return dataclasses.replace(self, **changes)
 
+    def evaluated_params(self) -> torch.Tensor:
+        """The global model as evaluated and saved: coordinates no client has trained yet are
+        zero, not their random initial values (a never-trained unit then outputs 0 and adds
+        nothing downstream, as if it were absent; with masked averaging such units otherwise
+        inject random features into every evaluation)."""
+        return torch.where(self.trained, self.params, torch.zeros((), device=self.params.device))
+
     def to(self, device) -> "ServerState":
         """The same state on another device (checkpoints are saved from the CPU)."""
         return ServerState(self.round, self.params.to(device),

@@ -25,7 +25,7 @@ from ..config import ConfigError, ExperimentConfig
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_curve.png",
            "experiment_dashboard.png", "partition.png")
-ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "partition.csv", "run.log", SUMMARY,
+ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv", "run.log", SUMMARY,
              "final_model.pt", CHECKPOINT, *FIGURES)
 
 
@@ -96,8 +96,8 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_csv(rows: list[dict], path: Path) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
+def write_csv(rows: list[dict], path: Path, columns=None) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
     write_atomic(path, frame.to_csv(index=False))
     return frame
 

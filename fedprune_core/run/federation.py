@@ -18,7 +18,7 @@ from ..data.loading import TensorDataset, class_counts, load_dataset, partition,
 from ..fl.plan import kept_units
 from ..fl.round import ClientSlot, Cohort, RoundSetup
 from ..fl.state import ClientState, ServerState
-from ..fl.systems import auto_deadline, make_profiles
+from ..fl.systems import auto_deadline, make_profiles, round_times
 from ..fl.training import LocalTraining
 from ..methods import build
 from ..models.net import ParamLayout, init_flat_params
@@ -34,6 +34,8 @@ class Federation:
     counts: np.ndarray  # [client, class] partition table
     layout: ParamLayout
     profiles: list
+    full_round_times: np.ndarray  # simulated seconds of a full-model round, per client
+    diagnostic_test: TensorDataset  # the subset the per-width accuracies use
     setup: RoundSetup
 
     @property
@@ -63,9 +65,12 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
                    for p in parts]
     layout = ParamLayout(model_spec(cfg.model, info))
     profiles = make_profiles(cfg)
+    samples = [len(p) for p in parts]
     deadline = cfg.round_deadline_sec
     if deadline is None:
-        deadline = _auto_deadline(cfg, layout, profiles, [len(p) for p in parts])
+        deadline = _auto_deadline(cfg, layout, profiles, samples)
+    full_times = round_times(profiles, samples, layout.spec.train_flops_per_sample(),
+                             layout.size, cfg)
     names = method_names(cfg)
     setup = RoundSetup(
         layout=layout, info=info, training=build_training(cfg),
@@ -76,7 +81,15 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline)
     test = TensorDataset(test.images.to(device), test.labels.to(device))
     return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
-                      layout, profiles, setup)
+                      layout, profiles, full_times, _diagnostic_subset(test, cfg), setup)
+
+
+def _diagnostic_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
+    if cfg.diagnostic_test_samples == 0 or cfg.diagnostic_test_samples >= len(test):
+        return test
+    keep = subsample(test.labels.cpu(), cfg.diagnostic_test_samples / len(test), cfg.seed)
+    keep = keep.to(test.labels.device)
+    return TensorDataset(test.images[keep], test.labels[keep])
 
 
 def build_training(cfg: ExperimentConfig) -> LocalTraining:
@@ -94,7 +107,7 @@ def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> fl
 
 def initial_state(fed: Federation) -> ServerState:
     params = init_flat_params(fed.layout.spec, fed.cfg.seed).to(fed.cfg.device)
-    ratios = fed.setup.ratio_policy.initial(np.array([p.strength for p in fed.profiles]))
+    ratios = fed.setup.ratio_policy.initial(fed.full_round_times)
     return ServerState(0, params, tuple(ClientState(float(r)) for r in ratios),
                        fed.setup.aggregator.init_state(params),
                        torch.zeros(fed.layout.size, dtype=torch.bool, device=params.device))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -18,16 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import artifacts, plots
+from . import artifacts, plots, summary
 from ..config import ExperimentConfig, check_device
 from ..data.loading import resolve_data_root
-from ..fl.evaluate import evaluate
 from ..fl.round import run_round
-from ..fl.state import ServerState
 from ..fl.training import DivergenceError
 from .federation import Federation, build_federation, cohort, initial_state
-
-MB = 1e6
+from .summary import MB
 
 
 @dataclass
@@ -73,10 +70,9 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
         plots.partition_figure(fed.counts, run_dir / "partition.png")
     _log_setup(log, fed)
 
-    state, metric_rows, client_rows, elapsed_before = initial_state(fed), [], [], 0.0
+    state, history, elapsed_before = initial_state(fed), History(), 0.0
     if checkpoint is not None:
-        state = checkpoint["state"].to(cfg.device)
-        metric_rows, client_rows = checkpoint["metrics"], checkpoint["client_rows"]
+        state, history = checkpoint["state"].to(cfg.device), checkpoint["history"]
         elapsed_before = checkpoint["elapsed_sec"]
         log.info(f"Resuming after round {state.round} of {cfg.rounds}")
 
@@ -84,19 +80,16 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
     for r in range(state.round + 1, cfg.rounds + 1):
         round_start = time.perf_counter()
         state, rows = run_round(state, cohort(fed, r), fed.setup)
-        row = _round_row(fed, r, state, rows)
+        evaluation, diagnostics = summary.evaluate_round(fed, r, state, rows)
+        row = summary.round_row(fed, r, evaluation, rows, history.metrics)
         row["wall_time_sec"] = time.perf_counter() - round_start
         row["elapsed_sec"] = elapsed_before + time.perf_counter() - wall_start
-        _accumulate(row, metric_rows)
-        metric_rows.append(row)
-        client_rows.extend(rows)
+        history.add(row, rows, diagnostics)
         _log_round(log, cfg, row, rows)
-        artifacts.write_csv(metric_rows, run_dir / "metrics.csv")
-        artifacts.write_csv(client_rows, run_dir / "clients.csv")
-        artifacts.save_atomic({
-            "config": cfg.science_dict(), "state": state.to("cpu"), "metrics": metric_rows,
-            "client_rows": client_rows, "elapsed_sec": row["elapsed_sec"]},
-            run_dir / artifacts.CHECKPOINT)
+        history.write(run_dir)
+        artifacts.save_atomic({"config": cfg.science_dict(), "state": state.to("cpu"),
+                               "history": history, "elapsed_sec": row["elapsed_sec"]},
+                              run_dir / artifacts.CHECKPOINT)
         if bar is not None:
             bar.update(1)
             if not math.isnan(row["test_accuracy"]):
@@ -105,85 +98,45 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
             on_round_end(r, row)
     if bar is not None:
         bar.close()
-    return _finish(cfg, run_dir, fed, state, metric_rows, client_rows, log)
+    return _finish(cfg, run_dir, fed, state, history, log)
 
 
-def _round_row(fed: Federation, r: int, state: ServerState, rows: list[dict]) -> dict:
-    """The round's metrics row: the evaluation (when due) and the cohort's totals."""
-    cfg = fed.cfg
-    accuracy = loss = float("nan")
-    eval_time = 0.0
-    if r % cfg.eval_every == 0 or r == cfg.rounds:
-        eval_start = time.perf_counter()
-        accuracy, loss = evaluate(state.params, fed.layout.spec, fed.test, fed.setup.info,
-                                  cfg.eval_batch_size)
-        eval_time = time.perf_counter() - eval_start
-        if not math.isfinite(loss):
-            raise DivergenceError(f"round {r}: test loss is {loss}")
-    frame = pd.DataFrame(rows)
-    return {
-        "round": r, "test_accuracy": accuracy, "test_loss": loss,
-        "train_loss": float(np.average(frame.train_loss, weights=frame.num_samples)),
-        "avg_transmitted_ratio": frame.transmitted_ratio.mean(),
-        "avg_pruning_ratio": frame.pruning_ratio.mean(),
-        "avg_round_time_sec": frame.update_time_sec.mean(),
-        "uplink_bytes": int(frame.uplink_bytes.sum()),
-        "uplink_dense_bytes": 4 * fed.layout.size * len(frame),
-        "downlink_bytes": int(frame.downlink_bytes.sum()),
-        "client_train_flops": int(frame.train_flops.sum()),
-        "dense_client_train_flops": int(frame.dense_train_flops.sum()),
-        "simulated_round_time_sec": frame.simulated_time_sec.max(),
-        "eval_time_sec": eval_time, "num_clients_selected": len(frame)}
+@dataclass
+class History:
+    """The rows written so far: metrics.csv, clients.csv, diagnostics.csv."""
+
+    metrics: list[dict] = field(default_factory=list)
+    clients: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
+
+    def add(self, row: dict, client_rows: list[dict], diagnostic_rows: list[dict]) -> None:
+        self.metrics.append(row)
+        self.clients.extend(client_rows)
+        self.diagnostics.extend(diagnostic_rows)
+
+    def write(self, run_dir: Path) -> None:
+        artifacts.write_csv(self.metrics, run_dir / "metrics.csv")
+        artifacts.write_csv(self.clients, run_dir / "clients.csv")
+        artifacts.write_csv(self.diagnostics, run_dir / "diagnostics.csv",
+                            columns=("round", "metric", "key", "value"))
 
 
-def _accumulate(row: dict, previous: list[dict]) -> None:
-    last = previous[-1] if previous else {}
-    for name, source in (("cumulative_uplink_bytes", "uplink_bytes"),
-                         ("cumulative_downlink_bytes", "downlink_bytes"),
-                         ("cumulative_client_train_flops", "client_train_flops"),
-                         ("cumulative_dense_client_train_flops", "dense_client_train_flops"),
-                         ("cumulative_simulated_time_sec", "simulated_round_time_sec")):
-        row[name] = last.get(name, 0) + row[source]
-
-
-def _finish(cfg, run_dir, fed, state, metric_rows, client_rows, log) -> RunResult:
-    metrics = pd.DataFrame(metric_rows)
+def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
+    metrics, clients = pd.DataFrame(history.metrics), pd.DataFrame(history.clients)
+    params = state.evaluated_params()
     torch.save({"state_dict": {s.name: v.cpu().clone() for s, v in
-                               zip(fed.layout, fed.layout.views(state.params).values())},
+                               zip(fed.layout, fed.layout.views(params).values())},
                 "model": dataclasses.asdict(fed.layout.spec), "config": cfg.to_dict()},
                run_dir / "final_model.pt")
     figures = plots.run_figures(metrics, run_dir, cfg.method_label)
-    evaluated = metrics.dropna(subset=["test_accuracy"])
-    best = evaluated.loc[evaluated.test_accuracy.idxmax()]
-    last = metrics.iloc[-1]
-    summary = {
-        "run_name": cfg.run_name, "label": cfg.method_label, "dataset": cfg.dataset,
-        "seed": cfg.seed, "rounds_completed": int(last["round"]),
-        "final_test_accuracy": float(last.test_accuracy),
-        "final_test_loss": float(last.test_loss),
-        "best_test_accuracy": float(best.test_accuracy), "best_round": int(best["round"]),
-        "total_uplink_mb": float(last.cumulative_uplink_bytes / MB),
-        "total_uplink_dense_mb": float(metrics.uplink_dense_bytes.sum() / MB),
-        "compression_x": float(metrics.uplink_dense_bytes.sum() / last.cumulative_uplink_bytes),
-        "total_downlink_mb": float(last.cumulative_downlink_bytes / MB),
-        "total_client_train_gflops": float(last.cumulative_client_train_flops / 1e9),
-        "total_dense_client_train_gflops": float(last.cumulative_dense_client_train_flops / 1e9),
-        "flop_saving_pct": float(100 * (1 - last.cumulative_client_train_flops
-                                        / last.cumulative_dense_client_train_flops)),
-        "wall_time_sec": float(last.elapsed_sec),
-        "simulated_time_sec": float(last.cumulative_simulated_time_sec),
-        "artifacts": {name: str(run_dir / name) for name in (
-            "config.json", "metrics.csv", "clients.csv", "partition.csv", "run.log",
-            "final_model.pt", *(f"{k}.png" for k in figures), "partition.png")},
-    }
-    log.info(f"Finished: final accuracy {summary['final_test_accuracy']:.2f}% (best "
-             f"{summary['best_test_accuracy']:.2f}% at round {summary['best_round']}), uplink "
-             f"{summary['total_uplink_mb']:.2f} MB ({summary['compression_x']:.1f}x less than "
-             f"dense), client FLOPs saved {summary['flop_saving_pct']:.1f}%, wall time "
-             f"{summary['wall_time_sec']:.1f} s. Artifacts in {run_dir}")
-    artifacts.write_summary(summary, run_dir)  # last: marks the run finished
+    result = summary.summary(fed, state, metrics, clients)
+    result["artifacts"] = {name: str(run_dir / name) for name in (
+        "config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv",
+        "run.log", "final_model.pt", *(f"{k}.png" for k in figures), "partition.png")}
+    log.info(summary.finished_line(result) + f" Artifacts in {run_dir}")
+    artifacts.write_summary(result, run_dir)  # last: marks the run finished
     (run_dir / artifacts.CHECKPOINT).unlink(missing_ok=True)
-    return RunResult(run_dir, metrics, pd.DataFrame(client_rows), summary)
+    return RunResult(run_dir, metrics, clients, result)
 
 
 def _partition_rows(counts: np.ndarray) -> list[dict]:

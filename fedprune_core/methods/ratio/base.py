@@ -9,8 +9,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RatioPolicy:
-    def initial(self, strength: np.ndarray) -> np.ndarray:
-        """First ratio of every client, from their capability (compute x uplink)."""
+    def initial(self, round_time: np.ndarray) -> np.ndarray:
+        """First ratio of every client, from the simulated time a full-model round takes it
+        (its own compute, bandwidth and data size): slower clients may prune more."""
         raise NotImplementedError
 
     def next(self, ratio: float, simulated_time: float, deadline: float) -> float:

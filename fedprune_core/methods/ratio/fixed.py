@@ -15,5 +15,5 @@ from .base import RatioPolicy
 class FixedRatio(RatioPolicy):
     pruning_ratio: float = 0.4
 
-    def initial(self, strength: np.ndarray) -> np.ndarray:
-        return np.full(len(strength), self.pruning_ratio)
+    def initial(self, round_time: np.ndarray) -> np.ndarray:
+        return np.full(len(round_time), self.pruning_ratio)

@@ -13,5 +13,5 @@ from .base import RatioPolicy
 @register("ratio", "none")
 @dataclass(frozen=True)
 class NoRatio(RatioPolicy):
-    def initial(self, strength: np.ndarray) -> np.ndarray:
-        return np.zeros(len(strength))
+    def initial(self, round_time: np.ndarray) -> np.ndarray:
+        return np.zeros(len(round_time))

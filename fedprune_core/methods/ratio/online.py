@@ -23,10 +23,10 @@ class Online(RatioPolicy):
     ratio_step: float = 0.05
     adaptive_ratio: bool = True  # warm start first
 
-    def initial(self, strength: np.ndarray) -> np.ndarray:
+    def initial(self, round_time: np.ndarray) -> np.ndarray:
         if not self.adaptive_ratio:
-            return np.full(len(strength), self.pruning_ratio)
-        return rank_ratios(strength, self.pruning_ratio, self.min_pruning_ratio,
+            return np.full(len(round_time), self.pruning_ratio)
+        return rank_ratios(round_time, self.pruning_ratio, self.min_pruning_ratio,
                            self.max_pruning_ratio)
 
     def next(self, ratio: float, simulated_time: float, deadline: float) -> float:

@@ -1,6 +1,11 @@
-"""Warm start from capability profiles: the median client gets pruning_ratio, the weakest
-max_pruning_ratio and the strongest min_pruning_ratio, linearly in the rank of strength
-(compute x uplink), as in adaptive-width federated learning (HeteroFL, Diao et al. 2021)."""
+"""Warm start from simulated time: each client's first ratio follows the rank of the simulated
+time a full-model round takes it (its own compute, bandwidth and data size), so the slowest
+client prunes most; adaptive widths as in HeteroFL (Diao et al. 2021).
+
+The mapping is linear in the rank and symmetric around `pruning_ratio`, as wide as the bounds
+allow (spread = min(max_pruning_ratio - pruning_ratio, pruning_ratio - min_pruning_ratio)): the
+mean ratio is exactly `pruning_ratio`, so "adaptive vs fixed" compares equal mean compute.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,12 @@ from ..registry import register
 from .base import RatioPolicy
 
 
-def rank_ratios(strength: np.ndarray, base: float, low: float, high: float) -> np.ndarray:
-    n = len(strength)
+def rank_ratios(round_time: np.ndarray, base: float, low: float, high: float) -> np.ndarray:
+    n = len(round_time)
     if n == 1:
         return np.full(n, base)
-    rank = np.argsort(np.argsort(strength, kind="stable"), kind="stable") / (n - 1)  # 0 weakest
-    return np.where(rank < 0.5, base + (high - base) * (1 - 2 * rank),
-                    base - (base - low) * (2 * rank - 1))
+    rank = np.argsort(np.argsort(round_time, kind="stable"), kind="stable") / (n - 1)  # 1 slowest
+    return base + min(high - base, base - low) * (2 * rank - 1)
 
 
 @register("ratio", "warm_start")
@@ -28,6 +32,6 @@ class WarmStart(RatioPolicy):
     min_pruning_ratio: float = 0.1
     max_pruning_ratio: float = 0.8
 
-    def initial(self, strength: np.ndarray) -> np.ndarray:
-        return rank_ratios(strength, self.pruning_ratio, self.min_pruning_ratio,
+    def initial(self, round_time: np.ndarray) -> np.ndarray:
+        return rank_ratios(round_time, self.pruning_ratio, self.min_pruning_ratio,
                            self.max_pruning_ratio)
