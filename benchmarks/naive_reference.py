@@ -30,7 +30,7 @@ from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.loading import partition, resolve_data_root, subsample
 from fedprune_core.data.catalog import DATASETS
 from fedprune_core.fl.plan import kept_units
-from fedprune_core.fl.systems import make_profiles
+from fedprune_core.fl.systems import make_profiles, round_times
 from fedprune_core.methods import build
 from fedprune_core.methods.compress.base import num_kept
 from fedprune_core.models.net import ParamLayout, init_flat_params
@@ -233,8 +233,9 @@ def run(cfg: ExperimentConfig) -> dict:
         labels[keep_idx], cfg.partition, cfg.num_clients, cfg.seed,
         classes_per_client=cfg.classes_per_client, alpha=cfg.dirichlet_alpha)]
     spec = model_spec(cfg.model, info)
-    ratios = build("ratio", method_names(cfg)["ratio"], cfg).initial(
-        np.array([p.strength for p in make_profiles(cfg)]))
+    full_times = round_times(make_profiles(cfg), [len(p) for p in parts],
+                             spec.train_flops_per_sample(), ParamLayout(spec).size, cfg)
+    ratios = build("ratio", method_names(cfg)["ratio"], cfg).initial(full_times)
 
     full_widths = tuple(spec.widths.values())
     global_model = NaiveCNN(full_widths, info.channels, info.image_size, info.num_classes)
