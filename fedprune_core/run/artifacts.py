@@ -24,7 +24,7 @@ from ..config import ConfigError, ExperimentConfig
 
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_curve.png",
-           "experiment_dashboard.png", "partition.png")
+           "experiment_dashboard.png", "partition.png", "class_recall.png", "width_accuracy.png")
 ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv", "run.log", SUMMARY,
              "final_model.pt", CHECKPOINT, *FIGURES)
 

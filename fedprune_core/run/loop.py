@@ -129,6 +129,9 @@ def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
                 "model": dataclasses.asdict(fed.layout.spec), "config": cfg.to_dict()},
                run_dir / "final_model.pt")
     figures = plots.run_figures(metrics, run_dir, cfg.method_label)
+    figures.update(plots.diagnostics_figures(pd.DataFrame(
+        history.diagnostics, columns=["round", "metric", "key", "value"]), run_dir,
+        cfg.method_label))
     result = summary.summary(fed, state, metrics, clients)
     result["artifacts"] = {name: str(run_dir / name) for name in (
         "config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv",
