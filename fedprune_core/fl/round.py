@@ -61,15 +61,15 @@ def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
     r, layout = cohort.round, setup.layout
     planner = setup.extractor.for_round(layout, state.params, r)
     dense = full_plan(layout, state.params.device)
-    clients, messages, rows = list(state.clients), [], []
+    changed, messages, rows = {}, [], []
     for slot in cohort.clients:
-        client = clients[slot.client_id]
+        client = state.clients[slot.client_id]
         down_plan = planner.plan(client.ratio) if setup.extractor.kind == "structured" else dense
         down = wire.encode(down_plan, 0, 0, state.params[down_plan.coords])
         result, client = local_update(setup, slot, r, down, planner, client)
         simulated = slot.profile.time(result.train_flops, len(down), len(result.message))
         rows.append(_client_row(r, slot, client.ratio, result, len(down), simulated, layout))
-        clients[slot.client_id] = ClientState(
+        changed[slot.client_id] = ClientState(
             setup.ratio_policy.next(client.ratio, simulated, setup.deadline), client.residual)
         messages.append(result.message)
     updates = [wire.decode(m, planner, state.params.device, setup.compressor) for m in messages]
@@ -77,7 +77,8 @@ def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
                                                              state.aggregator)
     if not torch.isfinite(params).all():
         raise DivergenceError(f"round {r}: the global model has NaN/inf weights")
-    return ServerState(r, params, tuple(clients), aggregator, state.trained | trained), rows
+    return ServerState(r, params, state.clients.replace(changed), aggregator,
+                       state.trained | trained), rows
 
 
 def _client_row(r: int, slot: ClientSlot, ratio: float, result, down_bytes: int,

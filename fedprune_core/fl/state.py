@@ -1,18 +1,22 @@
 """The federation's state across rounds, in one frozen object that is also the checkpoint.
 
 `ServerState` holds what round r + 1 needs from rounds 1..r: the global parameters, each
-client's own state (error-feedback residual, pruning ratio), the aggregation method's state
-(e.g. FedAvgM's momentum) and which coordinates any client has trained so far. A round returns
-a new ServerState; nothing is mutated in place, so a saved state resumes to the same numbers.
+client's own state (error-feedback residual, pruning ratio; see store.py for where residuals
+live), the aggregation method's state (e.g. FedAvgM's momentum) and which coordinates any client
+has trained so far. A round returns a new ServerState; nothing is mutated in place, so a saved
+state resumes to the same numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from .store import ClientStates
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class ClientState:
 class ServerState:
     round: int  # rounds completed
     params: torch.Tensor  # the global model, flat
-    clients: tuple[ClientState, ...]
+    clients: "ClientStates"  # fl.store: ratios, committed residuals, changed ones
     aggregator: dict[str, torch.Tensor]  # the aggregation method's own state
     trained: torch.Tensor  # bool per coordinate: trained by some client in some round
 
@@ -45,7 +49,6 @@ class ServerState:
 
     def to(self, device) -> "ServerState":
         """The same state on another device (checkpoints are saved from the CPU)."""
-        return ServerState(self.round, self.params.to(device),
-                           tuple(c.to(device) for c in self.clients),
+        return ServerState(self.round, self.params.to(device), self.clients.to(device),
                            {k: v.to(device) for k, v in self.aggregator.items()},
                            self.trained.to(device))

@@ -17,7 +17,8 @@ from ..data.catalog import DATASETS
 from ..data.loading import TensorDataset, class_counts, load_dataset, partition, subsample
 from ..fl.plan import kept_units
 from ..fl.round import ClientSlot, Cohort, RoundSetup
-from ..fl.state import ClientState, ServerState
+from ..fl.state import ServerState
+from ..fl.store import ClientStates, MemoryStore
 from ..fl.systems import auto_deadline, make_profiles, round_times
 from ..fl.training import LocalTraining
 from ..methods import build
@@ -105,10 +106,13 @@ def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> fl
                          ParamLayout(base).size, cfg)
 
 
-def initial_state(fed: Federation) -> ServerState:
+def initial_state(fed: Federation, store=None) -> ServerState:
+    """Round 0; client residuals go to `store` (fl.store; default: in memory)."""
     params = init_flat_params(fed.layout.spec, fed.cfg.seed).to(fed.cfg.device)
     ratios = fed.setup.ratio_policy.initial(fed.full_round_times)
-    return ServerState(0, params, tuple(ClientState(float(r)) for r in ratios),
+    clients = ClientStates(tuple(float(r) for r in ratios), store or MemoryStore(),
+                           device=params.device)
+    return ServerState(0, params, clients,
                        fed.setup.aggregator.init_state(params),
                        torch.zeros(fed.layout.size, dtype=torch.bool, device=params.device))
 

@@ -22,6 +22,7 @@ from . import artifacts, plots, summary
 from ..config import ExperimentConfig, check_device
 from ..data.loading import resolve_data_root
 from ..fl.round import run_round
+from ..fl.store import FileStore
 from ..fl.training import DivergenceError
 from .federation import Federation, build_federation, cohort, initial_state
 from .summary import MB
@@ -70,9 +71,11 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
         plots.partition_figure(fed.counts, run_dir / "partition.png")
     _log_setup(log, fed)
 
-    state, history, elapsed_before = initial_state(fed), History(), 0.0
-    if checkpoint is not None:
+    store = FileStore(run_dir / artifacts.CLIENT_STATES, cfg.num_clients, fed.layout.size)
+    state, history, elapsed_before = initial_state(fed, store), History(), 0.0
+    if checkpoint is not None:  # replay the last round's client changes (idempotent)
         state, history = checkpoint["state"].to(cfg.device), checkpoint["history"]
+        state = state.replace(clients=state.clients.with_store(store).commit())
         elapsed_before = checkpoint["elapsed_sec"]
         log.info(f"Resuming after round {state.round} of {cfg.rounds}")
 
@@ -87,9 +90,12 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
         history.add(row, rows, diagnostics)
         _log_round(log, cfg, row, rows)
         history.write(run_dir)
+        # the checkpoint holds the global state and the clients this round changed; only then
+        # are those changes written to the store, so a kill anywhere resumes exactly
         artifacts.save_atomic({"config": cfg.science_dict(), "state": state.to("cpu"),
                                "history": history, "elapsed_sec": row["elapsed_sec"]},
                               run_dir / artifacts.CHECKPOINT)
+        state = state.replace(clients=state.clients.commit())
         if bar is not None:
             bar.update(1)
             if not math.isnan(row["test_accuracy"]):
@@ -139,6 +145,7 @@ def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
     log.info(summary.finished_line(result) + f" Artifacts in {run_dir}")
     artifacts.write_summary(result, run_dir)  # last: marks the run finished
     (run_dir / artifacts.CHECKPOINT).unlink(missing_ok=True)
+    (run_dir / artifacts.CLIENT_STATES).unlink(missing_ok=True)
     return RunResult(run_dir, metrics, clients, result)
 
 
