@@ -16,20 +16,20 @@ from ..data.catalog import DatasetInfo
 from .table import Layer, ModelSpec
 
 
-def simple_cnn(info: DatasetInfo) -> ModelSpec:
-    return ModelSpec("simple_cnn", info.channels, info.image_size, (
-        Layer("conv1", "conv", 32, kernel=3, pool=2),
-        Layer("conv2", "conv", 64, kernel=3, pool=2),
-        Layer("fc1", "linear", 256),
+def _two_conv_cnn(name: str, info: DatasetInfo, kernel: int, hidden: int) -> ModelSpec:
+    return ModelSpec(name, info.channels, info.image_size, (
+        Layer("conv1", "conv", 32, kernel=kernel, pool=2),
+        Layer("conv2", "conv", 64, kernel=kernel, pool=2),
+        Layer("fc1", "linear", hidden),
         Layer("fc2", "linear", info.num_classes)))
+
+
+def simple_cnn(info: DatasetInfo) -> ModelSpec:
+    return _two_conv_cnn("simple_cnn", info, kernel=3, hidden=256)
 
 
 def mcmahan_cnn(info: DatasetInfo) -> ModelSpec:
-    return ModelSpec("mcmahan_cnn", info.channels, info.image_size, (
-        Layer("conv1", "conv", 32, kernel=5, pool=2),
-        Layer("conv2", "conv", 64, kernel=5, pool=2),
-        Layer("fc1", "linear", 512),
-        Layer("fc2", "linear", info.num_classes)))
+    return _two_conv_cnn("mcmahan_cnn", info, kernel=5, hidden=512)
 
 
 def vgg_cifar(info: DatasetInfo) -> ModelSpec:

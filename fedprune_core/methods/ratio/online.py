@@ -10,24 +10,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..registry import register
-from .base import RatioPolicy
-from .warm_start import rank_ratios
+from .warm_start import WarmStart
 
 
 @register("ratio", "online")
 @dataclass(frozen=True)
-class Online(RatioPolicy):
-    pruning_ratio: float = 0.4
-    min_pruning_ratio: float = 0.1
-    max_pruning_ratio: float = 0.8
+class Online(WarmStart):
     ratio_step: float = 0.05
     adaptive_ratio: bool = True  # warm start first
 
     def initial(self, round_time: np.ndarray) -> np.ndarray:
         if not self.adaptive_ratio:
             return np.full(len(round_time), self.pruning_ratio)
-        return rank_ratios(round_time, self.pruning_ratio, self.min_pruning_ratio,
-                           self.max_pruning_ratio)
+        return super().initial(round_time)
 
     def next(self, ratio: float, simulated_time: float, deadline: float) -> float:
         if simulated_time > deadline:
