@@ -4,13 +4,13 @@ Measures, in one run on one machine, and writes to results/bench/bench.json:
   - a large float32 matmul's GFLOP/s (the machine's ceiling, measured in the same run), and a
     large oneDNN convolution's (MKL's sgemm does not use AVX-512 on AMD CPUs);
   - local training samples/s and GFLOP/s of the full and a 40%-structured-pruned SimpleCNN
-    through the core's own `client.train` (FLOPs: ModelShape.train_flops_per_sample);
-  - evaluation of the 10k test set through `server.evaluate`, and a layout ablation
+    through the core's own `fl.training.train` (FLOPs: ModelSpec.train_flops_per_sample);
+  - evaluation of the 10k test set through `fl.evaluate.evaluate`, and a layout ablation
     (NCHW vs channels-last, ReLU before vs after pooling, two batch sizes);
-  - client updates/s (broadcast + `client.local_update`) for each method;
+  - client updates/s (broadcast + `fl.client.local_update`) for each method;
   - the first- vs second-call cost of new structured sub-model shapes;
   - 2 intra-op threads in one process vs two 1-thread processes side by side;
-  - the wall time of one short experiment through `simulation.run_experiment` and through a
+  - the wall time of one short experiment through `run.loop.run_experiment` and through a
     seed-like naive reference (benchmarks/naive_reference.py), each in its own process, with
     their final accuracies and peak resident memory.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -38,25 +39,35 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-from fedprune_core.fl import client, server  # noqa: E402
 from fedprune_core.config import ExperimentConfig  # noqa: E402
-from fedprune_core.data.loading import TensorDataset, load_dataset, normalize  # noqa: E402
 from fedprune_core.data.catalog import DATASETS  # noqa: E402
-from fedprune_core.models.layers import (  # noqa: E402
-    ModelShape, ParamLayout, init_flat_params, model_from_flat)
-from fedprune_core.fl.pruning import Pruner, kept_units  # noqa: E402
+from fedprune_core.data.loading import TensorDataset, load_dataset, normalize  # noqa: E402
+from fedprune_core.fl import wire  # noqa: E402
+from fedprune_core.fl.client import local_update  # noqa: E402
+from fedprune_core.fl.evaluate import evaluate  # noqa: E402
+from fedprune_core.fl.plan import Plan, full_plan, kept_units  # noqa: E402
+from fedprune_core.fl.round import ClientSlot, RoundSetup  # noqa: E402
+from fedprune_core.fl.state import ClientState  # noqa: E402
+from fedprune_core.fl.systems import make_profiles  # noqa: E402
+from fedprune_core.fl.training import train  # noqa: E402
+from fedprune_core.methods import build  # noqa: E402
+from fedprune_core.models.net import ParamLayout, init_flat_params, model_from_flat  # noqa: E402
+from fedprune_core.models.table import ModelSpec  # noqa: E402
+from fedprune_core.models.zoo import model_spec  # noqa: E402
 from fedprune_core.rng import torch_generator  # noqa: E402
+from fedprune_core.run.federation import build_training, method_names  # noqa: E402
 
 DATASET = "mnist"
 INFO = DATASETS[DATASET]
+MODEL = "simple_cnn"
 METHODS = {  # name -> (config changes, client pruning ratio)
-    "dense": (dict(pruning=False, sparsification=False), 0.0),
+    "dense": (dict(pruning_mode="none", sparsify_method="none"), 0.0),
     "unstructured": (dict(pruning_mode="unstructured", pruning_ratio=0.5,
-                          sparsification=False), 0.5),
+                          sparsify_method="none"), 0.5),
     "structured": (dict(pruning_mode="structured", pruning_ratio=0.4,
-                        sparsification=False), 0.4),
-    "topk": (dict(pruning=False, sparsify_method="topk", sparsity_ratio=0.95), 0.0),
-    "cost_weighted": (dict(pruning=False, sparsify_method="cost_weighted",
+                        sparsify_method="none"), 0.4),
+    "topk": (dict(pruning_mode="none", sparsify_method="topk", sparsity_ratio=0.95), 0.0),
+    "cost_weighted": (dict(pruning_mode="none", sparsify_method="cost_weighted",
                            sparsity_ratio=0.95), 0.0),
 }
 
@@ -134,13 +145,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def shape_full() -> ModelShape:
-    return ModelShape.for_dataset(INFO)
+def spec_full() -> ModelSpec:
+    return model_spec(MODEL, INFO)
 
 
-def shape_pruned(ratio: float) -> ModelShape:
-    full = shape_full()
-    return full.with_widths({g: kept_units(w, ratio) for g, w in full.width_of.items()})
+def spec_pruned(ratio: float) -> ModelSpec:
+    full = spec_full()
+    return full.with_widths({g: kept_units(w, ratio) for g, w in full.widths.items()})
 
 
 def subset(data: TensorDataset, n: int) -> TensorDataset:
@@ -148,8 +159,49 @@ def subset(data: TensorDataset, n: int) -> TensorDataset:
 
 
 def bench_config(**changes) -> ExperimentConfig:
-    return ExperimentConfig(**{"local_epochs": 1, "progress": "off", "adaptive_ratio": False,
-                               **changes})
+    return ExperimentConfig(**{"model": MODEL, "local_epochs": 1, "progress": "off",
+                               "adaptive_ratio": False, **changes})
+
+
+def round_setup(cfg: ExperimentConfig, layout: ParamLayout) -> RoundSetup:
+    """The round's static side for `cfg`'s methods, as run.federation builds it, without
+    loading or partitioning data (the deadline only matters to the online ratio policy)."""
+    names = method_names(cfg)
+    return RoundSetup(
+        layout=layout, info=INFO, training=build_training(cfg),
+        extractor=build("extract", names["extract"], cfg),
+        compressor=build("compress", names["compress"], cfg),
+        aggregator=build("aggregate", names["aggregate"], cfg),
+        ratio_policy=build("ratio", names["ratio"], cfg),
+        error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed,
+        deadline=float("inf"))
+
+
+class BenchClient:
+    """Client 0 holding `data`, updated again and again from the global vector `flat` at
+    `ratio`; its state (error-feedback residual) carries from one update to the next."""
+
+    def __init__(self, cfg: ExperimentConfig, flat: torch.Tensor, layout: ParamLayout,
+                 data: TensorDataset, ratio: float):
+        self.setup = round_setup(cfg, layout)
+        self.flat = flat
+        self.planner = self.setup.extractor.for_round(layout, flat, 1)
+        self.dense = full_plan(layout, flat.device)
+        self.slot = ClientSlot(0, data, make_profiles(cfg)[0])
+        self.state = ClientState(ratio)
+
+    def plan(self) -> Plan:
+        """The downlink plan, as fl.round.run_round picks it."""
+        if self.setup.extractor.kind == "structured":
+            return self.planner.plan(self.state.ratio)
+        return self.dense
+
+    def broadcast(self, plan: Plan) -> bytes:
+        return wire.encode(plan, 0, 0, self.flat[plan.coords])
+
+    def update(self, round_idx: int, down: bytes) -> None:
+        _, self.state = local_update(self.setup, self.slot, round_idx, down, self.planner,
+                                     self.state)
 
 
 # --- pieces -------------------------------------------------------------------------------------
@@ -169,27 +221,27 @@ def conv_gflops(batch: int, repeats: int) -> float:
     return 2 * batch * 32 * 32 * 256 * 256 * 9 / sec / 1e9
 
 
-def train_throughput(shape: ModelShape, data: TensorDataset, repeats: int) -> dict:
-    """Samples/s of one local epoch through client.train (best of `repeats`); per CPU second
-    too, which a time-shared machine disturbs less (at one thread)."""
-    cfg = bench_config()
-    flat = init_flat_params(shape, 0)
-    calls = iter(range(10 ** 6))
+def train_throughput(spec: ModelSpec, data: TensorDataset, repeats: int) -> dict:
+    """Samples/s of one local epoch through fl.training.train (best of `repeats`); per CPU
+    second too, which a time-shared machine disturbs less (at one thread)."""
+    hp = build_training(bench_config())
+    flat = init_flat_params(spec, 0)
+    calls = itertools.count()
 
     def once():
-        model = model_from_flat(shape, flat.clone())  # a copy: training writes through
-        client.train(model, data, INFO, cfg, torch_generator(0, "bench", next(calls)))
+        model = model_from_flat(spec, flat.clone())  # a copy: training writes through
+        train(model, data, INFO, hp, torch_generator(0, "bench", next(calls)))
 
     m = measure(once, repeats)
     rate = len(data) / m["wall_sec"]
-    return {"samples_per_sec": rate, "gflops_per_sec": rate * shape.train_flops_per_sample() / 1e9,
+    return {"samples_per_sec": rate, "gflops_per_sec": rate * spec.train_flops_per_sample() / 1e9,
             "samples_per_cpu_sec": len(data) / m["cpu_sec"]}
 
 
-def eval_measure(flat: torch.Tensor, shape: ModelShape, test: TensorDataset, batch: int,
+def eval_measure(flat: torch.Tensor, spec: ModelSpec, test: TensorDataset, batch: int,
                  repeats: int) -> dict:
-    """server.evaluate on `test`, scaled to 10k images."""
-    m = measure(lambda: server.evaluate(flat, shape, test, INFO, batch), repeats)
+    """fl.evaluate.evaluate on `test`, scaled to 10k images."""
+    m = measure(lambda: evaluate(flat, spec, test, INFO, batch), repeats)
     return scale_to_10k(m, len(test))
 
 
@@ -203,10 +255,10 @@ def eval_layout_ablation(test: TensorDataset, repeats: int) -> dict:
     batch 128 and 1000: a plain forward on pre-normalised images."""
     from naive_reference import NaiveCNN
 
-    shape = shape_full()
-    flat = init_flat_params(shape, 0)
-    layout = ParamLayout(shape)
-    net = NaiveCNN(shape.widths)
+    spec = spec_full()
+    flat = init_flat_params(spec, 0)
+    layout = ParamLayout(spec)
+    net = NaiveCNN(tuple(spec.widths.values()))
     net.load_state_dict({s.name: flat[s.slice].view(s.shape) for s in layout})
     net.eval()
 
@@ -246,19 +298,16 @@ def naive_eval_seconds(images: int, repeats: int) -> float:
 
 
 def client_update_rates(flat, layout, data, repeats: int) -> dict:
-    """Client updates/s (server.broadcast + client.local_update) per method, warm, best of
+    """Client updates/s (the broadcast's encoding + local_update) per method, warm, best of
     `repeats`."""
     rates = {}
     for name, (changes, ratio) in METHODS.items():
-        cfg = bench_config(**changes)
-        pruner = Pruner(layout, flat, cfg)
-        state = client.ClientState(ratio)
-        calls = iter(range(10 ** 6))
+        bench_client = BenchClient(bench_config(**changes), flat, layout, data, ratio)
+        calls = itertools.count()
 
         def once():
-            plan = pruner.plan(state.ratio) if pruner.mode == "structured" else pruner.full_plan()
-            down = server.broadcast(flat, plan)
-            client.local_update(0, next(calls), down, pruner, state, data, INFO, layout, cfg)
+            down = bench_client.broadcast(bench_client.plan())
+            bench_client.update(next(calls), down)
 
         rates[name] = 1.0 / measure(once, repeats)["wall_sec"]
     return rates
@@ -266,19 +315,18 @@ def client_update_rates(flat, layout, data, repeats: int) -> dict:
 
 def first_call_costs(flat, layout, data, ratios) -> dict:
     """Seconds of the first, second and third local_update of never-seen sub-model shapes."""
-    cfg = bench_config(pruning_mode="structured", sparsification=False)
-    pruner = Pruner(layout, flat, cfg)
+    cfg = bench_config(pruning_mode="structured", sparsify_method="none")
     out = {}
     for ratio in ratios:
-        state = client.ClientState(ratio)
-        plan = pruner.plan(ratio)
+        bench_client = BenchClient(cfg, flat, layout, data, ratio)
+        plan = bench_client.plan()
         times = []
         for call in range(3):
-            down = server.broadcast(flat, plan)
+            down = bench_client.broadcast(plan)
             start = time.perf_counter()
-            client.local_update(0, call, down, pruner, state, data, INFO, layout, cfg)
+            bench_client.update(call, down)
             times.append(time.perf_counter() - start)
-        out[f"{ratio:.2f}"] = {"widths": list(plan.shape.widths), "first_sec": times[0],
+        out[f"{ratio:.2f}"] = {"widths": list(plan.spec.widths.values()), "first_sec": times[0],
                                "second_sec": times[1], "third_sec": times[2],
                                "extra_sec": times[0] - min(times[1:])}
     return out
@@ -287,17 +335,16 @@ def first_call_costs(flat, layout, data, ratios) -> dict:
 def _train_worker(threads: int, samples: int, data_root, barrier, queue) -> None:
     """A process that trains the full model on `threads` threads; reports samples/s."""
     torch.set_num_threads(threads)
-    train, _ = load_dataset(DATASET, data_root)
-    data = subset(train, samples)
-    shape = shape_full()
-    flat = init_flat_params(shape, 0)
-    cfg = bench_config()
-    client.train(model_from_flat(shape, flat.clone()), subset(train, 256), INFO, cfg,
-                 torch_generator(0, "warmup"))
+    train_set, _ = load_dataset(DATASET, data_root)
+    data = subset(train_set, samples)
+    spec = spec_full()
+    flat = init_flat_params(spec, 0)
+    hp = build_training(bench_config())
+    train(model_from_flat(spec, flat.clone()), subset(train_set, 256), INFO, hp,
+          torch_generator(0, "warmup"))
     barrier.wait()
     start = time.time()
-    client.train(model_from_flat(shape, flat.clone()), data, INFO, cfg,
-                 torch_generator(0, "bench2"))
+    train(model_from_flat(spec, flat.clone()), data, INFO, hp, torch_generator(0, "bench2"))
     queue.put((start, time.time()))
 
 
@@ -371,16 +418,14 @@ def profile_tables(flat, layout, data, test) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     cfg = bench_config(pruning_mode="structured", sparsify_method="cost_weighted")
-    pruner = Pruner(layout, flat, cfg)
-    state = client.ClientState(0.4)
-    plan = pruner.plan(0.4)
+    bench_client = BenchClient(cfg, flat, layout, data, 0.4)
+    plan = bench_client.plan()
 
     def update():
-        client.local_update(0, 0, server.broadcast(flat, plan), pruner, state, data, INFO,
-                            layout, cfg)
+        bench_client.update(0, bench_client.broadcast(plan))
 
     def evaluation():
-        server.evaluate(flat, layout.shape, test, INFO, cfg.eval_batch_size)
+        evaluate(flat, layout.spec, test, INFO, cfg.eval_batch_size)
 
     tables = {}
     for name, fn in (("client_update", update), ("evaluation", evaluation)):
@@ -437,7 +482,7 @@ def run(args) -> dict:
               "idle cores, OpenMP's barriers make multi-threaded runs many times slower",
               flush=True)
     start = time.perf_counter()
-    train, test = load_dataset(DATASET, None)
+    train_set, test = load_dataset(DATASET, None)
     res["data_load_sec"] = time.perf_counter() - start
 
     note("matmul ceiling")
@@ -446,20 +491,20 @@ def run(args) -> dict:
     res["conv_gflops_per_sec"] = conv_gflops(sizes.conv_batch, sizes.matmul_repeats)
 
     note("local training throughput")
-    data = subset(train, sizes.train_samples)
+    data = subset(train_set, sizes.train_samples)
     res["train_samples"] = sizes.train_samples
-    for key, shape in (("full", shape_full()), ("pruned40", shape_pruned(0.4))):
-        t = train_throughput(shape, data, sizes.train_repeats)
+    for key, spec in (("full", spec_full()), ("pruned40", spec_pruned(0.4))):
+        t = train_throughput(spec, data, sizes.train_repeats)
         res[f"train_{key}_samples_per_sec"] = t["samples_per_sec"]
         res[f"train_{key}_gflops_per_sec"] = t["gflops_per_sec"]
         res[f"train_{key}_pct_of_matmul"] = 100 * t["gflops_per_sec"] / res["matmul_gflops_per_sec"]
         res[f"train_{key}_pct_of_conv"] = 100 * t["gflops_per_sec"] / res["conv_gflops_per_sec"]
-        res[f"train_{key}_flops_per_sample"] = shape.train_flops_per_sample()
+        res[f"train_{key}_flops_per_sample"] = spec.train_flops_per_sample()
 
     note("intra-op threads vs processes")
     for n in (1, 2):
         torch.set_num_threads(n)
-        t = train_throughput(shape_full(), data, sizes.train_repeats)
+        t = train_throughput(spec_full(), data, sizes.train_repeats)
         res[f"train_full_samples_per_sec_{n}thread"] = t["samples_per_sec"]
         res[f"train_full_samples_per_cpu_sec_{n}thread"] = t["samples_per_cpu_sec"]
     torch.set_num_threads(threads)
@@ -467,14 +512,14 @@ def run(args) -> dict:
         sizes.train_samples, None)
 
     note("evaluation")
-    shape = shape_full()
-    layout = ParamLayout(shape)
-    flat = init_flat_params(shape, 0)
+    spec = spec_full()
+    layout = ParamLayout(spec)
+    flat = init_flat_params(spec, 0)
     eval_batch = ExperimentConfig().eval_batch_size
     eval_set = subset(test, sizes.eval_images)
     res["eval_images"] = len(eval_set)
     res["eval_batch_size"] = eval_batch
-    by_batch = {str(b): eval_measure(flat, shape, eval_set, b, sizes.eval_repeats)
+    by_batch = {str(b): eval_measure(flat, spec, eval_set, b, sizes.eval_repeats)
                 for b in sorted({64, eval_batch, 256, 512, 1000})}
     res["eval_10k_sec"] = by_batch[str(eval_batch)]["wall_sec"]
     res["eval_samples_per_sec"] = 10_000 / res["eval_10k_sec"]
@@ -486,7 +531,7 @@ def run(args) -> dict:
     res["eval_layout_ablation_detail"] = ablation
 
     note("client updates per method")
-    udata = subset(train, sizes.update_samples)
+    udata = subset(train_set, sizes.update_samples)
     res["client_update_samples"] = sizes.update_samples
     res["client_updates_per_sec"] = client_update_rates(flat, layout, udata, sizes.update_repeats)
 
@@ -550,7 +595,7 @@ def table(res: dict) -> str:
          f"{res['train_full_samples_per_cpu_sec_2thread']:,.0f})"),
         ("train full: two 1-thread processes",
          f"{res['train_full_samples_per_sec_2proc_1thread_total']:,.0f} samples/s in total"),
-        (f"evaluate 10k (server.evaluate, batch {res['eval_batch_size']})",
+        (f"evaluate 10k (fl.evaluate, batch {res['eval_batch_size']})",
          f"{res['eval_10k_sec']:.3f} s ({res['eval_samples_per_sec']:,.0f} samples/s)"),
         ("evaluate 10k, seed-like (PIL + DataLoader, batch 1000, NCHW)",
          f"{res['eval_naive_10k_sec']:.3f} s"),

@@ -7,13 +7,14 @@ pool), structured sub-models rebuilt tensor by tensor, dense deltas, per-tensor 
 (or one model-wide top-k for cost-weighted selection) with error-feedback dicts, FedAvg as a
 loop over tensors, and evaluation through a DataLoader with batch 1000.
 
-It runs the *same* experiment as `fedprune_core.simulation.run_experiment` for the configs the
-benchmark uses (structured or no pruning; top-k or cost-weighted sparsification, or none):
-same partition, same initial weights, same client sampling, same per-client pruning ratios,
-the same masked-FedAvg semantics (HeteroFL-style, Diao et al. 2021) and the same k. Setup
-helpers (partition, profiles, seeds) come from the core, since they are not what is timed; the
-batch order differs (the DataLoader's own seeded shuffle), so accuracies agree only roughly.
-It writes no artifacts and draws no figures.
+It runs the *same* experiment as `fedprune_core.run.loop.run_experiment` for the configs the
+benchmark uses (SimpleCNN; structured (l1 or first) or no pruning; top-k or cost-weighted
+sparsification, or none; FedAvg): same partition, same initial weights, same client sampling,
+same per-client pruning ratios, the same masked-FedAvg semantics (HeteroFL-style, Diao et al.
+2021) and the same k. Setup helpers (partition, profiles, ratio policy, seeds) come from the
+core, since they are not what is timed, and which layers form a structured group comes from the
+model's layer table (models/zoo.py). The batch order differs (the DataLoader's own seeded
+shuffle), so accuracies agree only roughly. It writes no artifacts and draws no figures.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from torch import nn
 from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.loading import partition, resolve_data_root, subsample
 from fedprune_core.data.catalog import DATASETS
-from fedprune_core.models.layers import LAYERS, ModelShape, ParamLayout, init_flat_params
-from fedprune_core.fl.pruning import initial_ratios, kept_units
+from fedprune_core.fl.plan import kept_units
+from fedprune_core.fl.systems import make_profiles, round_times
+from fedprune_core.methods import build
+from fedprune_core.methods.compress.base import num_kept
+from fedprune_core.models.net import ParamLayout, init_flat_params
+from fedprune_core.models.table import ModelSpec
+from fedprune_core.models.zoo import model_spec
 from fedprune_core.rng import derive_seed
-from fedprune_core.run.loop import sample_clients
-from fedprune_core.fl.sparsification import num_kept
-from fedprune_core.fl.systems import make_profiles
+from fedprune_core.run.federation import method_names, sample_clients
 
 
 class NaiveCNN(nn.Module):
@@ -70,13 +74,11 @@ def mnist_datasets(cfg: ExperimentConfig):
 
 # --- structured pruning, one tensor at a time ---------------------------------------------------
 
-def choose_units(global_sd: dict, ratio: float, selection: str) -> dict:
+def choose_units(global_sd: dict, spec: ModelSpec, ratio: float, selection: str) -> dict:
     """Kept filters / neurons per group (L1 norm, ties to the lower index), sorted."""
     keep = {}
-    for layer, _, group in LAYERS:
-        if group is None:
-            continue
-        w = global_sd[f"{layer}.weight"]
+    for group in spec.groups:  # a group is a prunable layer's output units
+        w = global_sd[f"{group}.weight"]
         n_keep = kept_units(w.shape[0], ratio)
         if selection == "first":
             keep[group] = torch.arange(n_keep)
@@ -87,22 +89,24 @@ def choose_units(global_sd: dict, ratio: float, selection: str) -> dict:
     return keep
 
 
-def _index(keep: dict, layer: str, name: str, fc_spatial: int):
+def _index(keep: dict, spec: ModelSpec, name: str):
     """(out indices, in indices or None) of a tensor of the sub-model, in the global tensor."""
-    _, in_group, out_group = next(e for e in LAYERS if e[0] == layer)
-    out_idx = keep.get(out_group) if out_group else None
+    layer = name.split(".")[0]
+    i = next(i for i, entry in enumerate(spec.layers) if entry.name == layer)
+    in_group = spec.input_group(i)
+    out_idx = keep.get(layer)  # None for the output layer (never pruned)
     if name.endswith("bias") or in_group is None:
         return out_idx, None
-    in_idx = keep[in_group]
-    if layer.startswith("fc") and in_group.startswith("conv"):
-        in_idx = (in_idx[:, None] * fc_spatial + torch.arange(fc_spatial)[None, :]).flatten()
+    in_idx, unit = keep[in_group], spec.unit_size(i)
+    if unit > 1:  # a conv channel flattened into a linear layer brings its spatial map
+        in_idx = (in_idx[:, None] * unit + torch.arange(unit)[None, :]).flatten()
     return out_idx, in_idx
 
 
-def extract_submodel(global_sd: dict, keep: dict, fc_spatial: int) -> dict:
+def extract_submodel(global_sd: dict, keep: dict, spec: ModelSpec) -> dict:
     sub = {}
     for name, tensor in global_sd.items():
-        out_idx, in_idx = _index(keep, name.split(".")[0], name, fc_spatial)
+        out_idx, in_idx = _index(keep, spec, name)
         t = tensor
         if out_idx is not None:
             t = t.index_select(0, out_idx)
@@ -112,11 +116,11 @@ def extract_submodel(global_sd: dict, keep: dict, fc_spatial: int) -> dict:
     return sub
 
 
-def expand_to_global(sub_sd: dict, global_sd: dict, keep: dict, fc_spatial: int):
+def expand_to_global(sub_sd: dict, global_sd: dict, keep: dict, spec: ModelSpec):
     """Dense full-shape tensors of the sub-model's values, and the 0/1 trained mask."""
     full, mask = {}, {}
     for name, g in global_sd.items():
-        out_idx, in_idx = _index(keep, name.split(".")[0], name, fc_spatial)
+        out_idx, in_idx = _index(keep, spec, name)
         rows = out_idx if out_idx is not None else torch.arange(g.shape[0])
         value, m = torch.zeros_like(g), torch.zeros_like(g)
         if in_idx is None:
@@ -131,17 +135,24 @@ def expand_to_global(sub_sd: dict, global_sd: dict, keep: dict, fc_spatial: int)
 
 # --- sparsification with error-feedback dicts ---------------------------------------------------
 
+def _scope(cfg: ExperimentConfig) -> str:
+    """k over the whole model or per tensor; 'auto' is the model for cost_weighted."""
+    if cfg.sparsify_scope != "auto":
+        return cfg.sparsify_scope
+    return "model" if cfg.sparsify_method == "cost_weighted" else "per_tensor"
+
+
 def sparsify(delta: dict, mask: dict, residual: dict | None, cfg: ExperimentConfig) -> dict:
     """Dense sent tensors; updates `residual` in place (combined - sent on trained coords)."""
     combined = {n: d + residual[n] * mask[n] if residual is not None else d
                 for n, d in delta.items()}
-    if not cfg.sparsification:
+    if not cfg.compression:
         if residual is not None:
             for n in residual:
                 residual[n] = residual[n] * (1 - mask[n])
         return combined
     sent = {}
-    if cfg.effective_scope == "model":  # cost-weighted: one top-k over |value| / cost
+    if _scope(cfg) == "model":  # cost-weighted: one top-k over |value| / cost
         scores, sizes = [], []
         for n, c in combined.items():
             cost = cfg.fc_cost if n.startswith("fc") else cfg.conv_cost
@@ -196,12 +207,23 @@ def evaluate(model: nn.Module, test_ds) -> tuple[float, float]:
     return 100.0 * correct / len(test_ds), loss / len(test_ds)
 
 
+def _check_covered(cfg: ExperimentConfig) -> None:
+    """The naive reference implements only the seed's model and methods."""
+    covered = {"model": ("simple_cnn",), "pruning_mode": ("none", "structured"),
+               "structured_selection": ("l1", "first"),
+               "sparsify_method": ("none", "topk", "cost_weighted"), "aggregation": ("fedavg",),
+               "adaptive_ratio_online": (False,)}
+    for name, allowed in covered.items():
+        if getattr(cfg, name) not in allowed:
+            raise NotImplementedError(f"the naive reference covers {name} in {allowed}, "
+                                      f"not {getattr(cfg, name)!r}")
+    if cfg.sparsify_method == "topk" and cfg.sparsify_scope == "model":
+        raise NotImplementedError("the naive reference's model-wide top-k is cost-weighted")
+
+
 def run(cfg: ExperimentConfig) -> dict:
     """Run the experiment; returns wall times and the final accuracy (no files written)."""
-    if cfg.pruning and cfg.pruning_mode != "structured":
-        raise NotImplementedError("the naive reference covers structured or no pruning")
-    if cfg.sparsification and cfg.sparsify_method == "random":
-        raise NotImplementedError("the naive reference covers topk and cost_weighted")
+    _check_covered(cfg)
     start = time.perf_counter()
     info = DATASETS[cfg.dataset]
     train_ds, test_ds = mnist_datasets(cfg)
@@ -210,13 +232,15 @@ def run(cfg: ExperimentConfig) -> dict:
     parts = [keep_idx[p] for p in partition(
         labels[keep_idx], cfg.partition, cfg.num_clients, cfg.seed,
         classes_per_client=cfg.classes_per_client, alpha=cfg.dirichlet_alpha)]
-    shape = ModelShape.for_dataset(info)
-    fc_spatial = shape.fc_spatial
-    ratios = initial_ratios(np.array([p.strength for p in make_profiles(cfg)]), cfg)
+    spec = model_spec(cfg.model, info)
+    full_times = round_times(make_profiles(cfg), [len(p) for p in parts],
+                             spec.train_flops_per_sample(), ParamLayout(spec).size, cfg)
+    ratios = build("ratio", method_names(cfg)["ratio"], cfg).initial(full_times)
 
-    global_model = NaiveCNN(shape.widths, info.channels, info.image_size, info.num_classes)
-    layout = ParamLayout(shape)
-    flat = init_flat_params(shape, cfg.seed)
+    full_widths = tuple(spec.widths.values())
+    global_model = NaiveCNN(full_widths, info.channels, info.image_size, info.num_classes)
+    layout = ParamLayout(spec)
+    flat = init_flat_params(spec, cfg.seed)
     global_sd = {s.name: flat[s.slice].view(s.shape).clone() for s in layout}
     residuals: dict[int, dict] = {}
     setup_sec = time.perf_counter() - start
@@ -230,13 +254,13 @@ def run(cfg: ExperimentConfig) -> dict:
         for cid in sample_clients(cfg, r):
             ratio = float(ratios[cid]) if cfg.pruning else 0.0
             if cfg.pruning:
-                keep = choose_units(global_sd, ratio, cfg.structured_selection)
-                start_sd = extract_submodel(global_sd, keep, fc_spatial)
-                widths = (len(keep["conv1"]), len(keep["conv2"]), len(keep["fc1"]))
+                keep = choose_units(global_sd, spec, ratio, cfg.structured_selection)
+                start_sd = extract_submodel(global_sd, keep, spec)
+                widths = tuple(len(keep[g]) for g in spec.groups)
             else:
                 keep = None
                 start_sd = {n: t.clone() for n, t in global_sd.items()}
-                widths = shape.widths
+                widths = full_widths
             model = NaiveCNN(widths, info.channels, info.image_size, info.num_classes)
             model.load_state_dict(start_sd)
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "naive_batches", r, cid))
@@ -247,11 +271,11 @@ def run(cfg: ExperimentConfig) -> dict:
             local_sd = model.state_dict()
             sub_delta = {n: local_sd[n] - start_sd[n] for n in start_sd}
             if keep is not None:
-                delta, mask = expand_to_global(sub_delta, global_sd, keep, fc_spatial)
+                delta, mask = expand_to_global(sub_delta, global_sd, keep, spec)
             else:
                 delta, mask = sub_delta, {n: torch.ones_like(t) for n, t in global_sd.items()}
             residual = None
-            if cfg.sparsification and cfg.error_feedback:
+            if cfg.compression and cfg.error_feedback:
                 residual = residuals.setdefault(
                     cid, {n: torch.zeros_like(t) for n, t in global_sd.items()})
             sent = sparsify(delta, mask, residual, cfg)

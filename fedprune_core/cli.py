@@ -41,6 +41,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            choices=f.metadata["choices"] or None, metavar=kind.upper(),
                            help=help_text + (f"; one of {', '.join(f.metadata['choices'])}"
                                              if f.metadata["choices"] else ""))
+    # The seed's switches, kept as shorthands for the `none` method.
+    group.add_argument("--no_pruning", dest="pruning_mode", action="store_const", const="none",
+                       default=argparse.SUPPRESS, help="Same as --pruning_mode none.")
+    group.add_argument("--no_sparsification", dest="sparsify_method", action="store_const",
+                       const="none", default=argparse.SUPPRESS,
+                       help="Same as --sparsify_method none.")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -96,7 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def cmd_run(args) -> int:
     from .data.loading import DataUnavailableError
-    from .fl.client import DivergenceError
+    from .fl.training import DivergenceError
     from .run.artifacts import RunExistsError
 
     cfg = config_from_args(args)  # validates before any data is touched

@@ -18,6 +18,12 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from .data.catalog import DATASETS
+from .models.zoo import MODELS, model_spec
+
+MODEL_NAMES = tuple(MODELS)
+# Parameters that were replaced, with what replaces them (old params files get a clear error).
+REPLACED = {"pruning": "pruning_mode: none (no pruning), structured or unstructured",
+            "sparsification": "sparsify_method: none (dense updates) or a compression method"}
 
 
 class ConfigError(ValueError):
@@ -50,8 +56,12 @@ class ExperimentConfig:
     classes_per_client: int = _p(2, "Label shards per client (partition=shards).")
     dirichlet_alpha: float = _p(0.5, "Dirichlet concentration (partition=dirichlet); small = skewed.")
     # --- pruning ----------------------------------------------------------------------------
-    pruning: bool = _p(True, "Prune client models before local training (--no_pruning disables).")
-    pruning_mode: str = _p("structured", "Pruning kind.", ("structured", "unstructured"))
+    model: str = _p("simple_cnn", "Network (a layer table in models/zoo.py): the seed's SimpleCNN, "
+                    "McMahan et al. 2017's MNIST CNN, or a VGG-style CNN for 32x32x3 inputs.",
+                    MODEL_NAMES)
+    pruning_mode: str = _p("structured", "Client pruning: none, structured sub-models "
+                           "(structured_selection picks the units) or unstructured magnitude "
+                           "masks.", ("none", "structured", "unstructured"))
     pruning_ratio: float = _p(0.4, "Base pruning ratio (fraction of weights/filters removed).")
     adaptive_ratio: bool = _p(True, "Per-client ratios from capability profiles (warm start).")
     adaptive_ratio_online: bool = _p(
@@ -60,27 +70,40 @@ class ExperimentConfig:
     max_pruning_ratio: float = _p(0.8, "Highest adaptive pruning ratio.")
     ratio_step: float = _p(0.05, "Online controller's step per round.")
     structured_selection: str = _p(
-        "l1", "Which filters/neurons a structured client keeps: largest L1 norm, or the first "
-        "ones (HeteroFL's nested sub-models).", ("l1", "first"))
+        "l1", "Which filters/neurons a structured client keeps: largest L1 norm, the first ones "
+        "(HeteroFL's nested sub-models), or a window rolling with the round (FedRolex).",
+        ("l1", "first", "rolex"))
     unstructured_contribution: str = _p(
         "kept", "Unstructured: aggregate only kept coordinates ('kept'), or also send the pruned "
         "ones as -w like the seed's original ('all').", ("kept", "all"))
     # --- sparsification ---------------------------------------------------------------------
-    sparsification: bool = _p(True, "Sparsify client updates (--no_sparsification disables).")
-    sparsify_method: str = _p("cost_weighted", "Coordinate selection.",
-                              ("topk", "random", "cost_weighted"))
+    sparsify_method: str = _p(
+        "cost_weighted", "Update compression: none (dense float32), top-k, random-k, "
+        "cost-weighted top-k, STC sparse ternary, or QSGD quantisation (dense).",
+        ("none", "topk", "random", "cost_weighted", "stc", "qsgd"))
     sparsity_ratio: float = _p(0.95, "Fraction of update coordinates NOT sent.")
-    error_feedback: bool = _p(True, "Keep unsent residuals on the client (--no_error_feedback).")
+    error_feedback: bool = _p(True, "Keep what the server does not receive as a residual on the "
+                                    "client (--no_error_feedback); unused without compression.")
     sparsify_scope: str = _p(
-        "auto", "k per tensor or over the whole model; auto = model for cost_weighted "
-        "(costs only matter across tensors), per tensor otherwise.",
+        "auto", "k per tensor or over the whole model (topk, random, stc); auto = model for "
+        "cost_weighted (costs only matter across tensors), per tensor otherwise.",
         ("auto", "per_tensor", "model"))
     conv_cost: float = _p(1.0, "Cost weight of a convolution coordinate (cost_weighted).")
     fc_cost: float = _p(2.0, "Cost weight of a fully connected coordinate (cost_weighted).")
+    qsgd_levels: int = _p(16, "QSGD quantisation levels s (sign + ceil(log2(s+1)) bits a "
+                              "coordinate).")
     # --- server -----------------------------------------------------------------------------
+    aggregation: str = _p("fedavg", "Server aggregation: masked FedAvg, or FedAvg with server "
+                                    "momentum (FedAvgM).", ("fedavg", "fedavgm"))
     aggregation_weights: str = _p("samples", "FedAvg client weights.", ("samples", "uniform"))
     server_lr: float = _p(1.0, "Server learning rate applied to the averaged update.")
+    server_momentum: float = _p(0.9, "FedAvgM's server momentum (aggregation=fedavgm).")
     eval_every: int = _p(1, "Evaluate every N rounds (and always at the last round).")
+    tail_rounds: int = _p(5, "Headline accuracy: tail_test_accuracy is the mean test accuracy "
+                             "of the last tail_rounds evaluated rounds (non-IID rounds swing).")
+    diagnostic_test_samples: int = _p(
+        2000, "Test images (a stratified, seeded subset) for the per-width sub-model accuracies "
+              "of structured runs; 0 = the whole test set.")
     eval_batch_size: int = _p(
         128, "Evaluation batch size; <=256 keeps each activation under glibc's 32 MB mmap "
              "threshold (larger batches page-fault every activation: 2x slower).")
@@ -119,6 +142,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        _refuse_replaced(values)
         unknown = sorted(k for k in values if k not in names and not k.startswith("_"))
         if unknown:
             raise ConfigError(
@@ -150,10 +174,12 @@ class ExperimentConfig:
 
     # --- derived ----------------------------------------------------------------------------
     @property
-    def effective_scope(self) -> str:
-        if self.sparsify_scope != "auto":
-            return self.sparsify_scope
-        return "model" if self.sparsify_method == "cost_weighted" else "per_tensor"
+    def pruning(self) -> bool:
+        return self.pruning_mode != "none"
+
+    @property
+    def compression(self) -> bool:
+        return self.sparsify_method != "none"
 
     @property
     def method_label(self) -> str:
@@ -161,18 +187,24 @@ class ExperimentConfig:
         if self.label:
             return self.label
         prune = f"{self.pruning_mode} {self.pruning_ratio:g}"
+        if self.pruning_mode == "structured" and self.structured_selection != "l1":
+            prune = f"{self.structured_selection} {self.pruning_ratio:g}"
         if self.adaptive_ratio or self.adaptive_ratio_online:
             prune += " adaptive"
-        sparse = f"{self.sparsify_method} {self.sparsity_ratio:g}"
-        if not self.error_feedback and self.sparsification:
+        sparse = (f"qsgd s={self.qsgd_levels}" if self.sparsify_method == "qsgd"
+                  else f"{self.sparsify_method} {self.sparsity_ratio:g}")
+        if not self.error_feedback and self.compression:
             sparse += " no-EF"
-        if self.pruning and self.sparsification:
-            return f"Hybrid({prune} + {sparse})"
-        if self.pruning:
-            return f"Prune({prune})"
-        if self.sparsification:
-            return f"Sparsify({sparse})"
-        return "FedAvg"
+        server = "FedAvgM" if self.aggregation == "fedavgm" else "FedAvg"
+        if self.pruning and self.compression:
+            name = f"Hybrid({prune} + {sparse})"
+        elif self.pruning:
+            name = f"Prune({prune})"
+        elif self.compression:
+            name = f"Sparsify({sparse})" if self.sparsify_method != "qsgd" else f"QSGD({sparse})"
+        else:
+            return server
+        return name if server == "FedAvg" else f"{server} {name}"
 
 
 def parameters_markdown() -> str:
@@ -256,12 +288,20 @@ def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     for parent in parents:
         merged.update(load_params_file(path.parent / parent, (*_chain, path)))
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    _refuse_replaced(data, f"params file {path}: ")
     unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         raise ConfigError(f"params file {path}: unknown parameter(s) {', '.join(unknown)}; "
                           f"allowed: {', '.join(sorted(names))}")
     merged.update(data)
     return merged
+
+
+def _refuse_replaced(values: dict, where: str = "") -> None:
+    for name in values:
+        if name in REPLACED:
+            raise ConfigError(f"{where}{name}: this parameter was replaced; use "
+                              f"{REPLACED[name]}")
 
 
 def _parse_yaml(path: Path) -> Any:
@@ -310,7 +350,7 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not allowed; allowed: {allowed}")
 
     for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
-                 "eval_every", "eval_batch_size"):
+                 "eval_every", "eval_batch_size", "tail_rounds"):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     need(cfg.clients_per_round <= cfg.num_clients, "clients_per_round",
          f"1..num_clients ({cfg.num_clients})")
@@ -318,7 +358,7 @@ def validate(cfg: ExperimentConfig) -> None:
         need(0.0 <= getattr(cfg, name) < 1.0, name, "a number in [0, 1)")
     need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
          f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
-    if cfg.pruning and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):
+    if cfg.pruning_mode != "none" and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):
         need(cfg.min_pruning_ratio <= cfg.pruning_ratio <= cfg.max_pruning_ratio, "pruning_ratio",
              f"a number in [min_pruning_ratio, max_pruning_ratio] = "
              f"[{cfg.min_pruning_ratio}, {cfg.max_pruning_ratio}] when ratios are adaptive")
@@ -329,6 +369,15 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.server_lr > 0, "server_lr", "a number > 0")
     need(cfg.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
     need(cfg.conv_cost > 0, "conv_cost", "a number > 0")
+    need(cfg.qsgd_levels >= 1, "qsgd_levels", "an integer >= 1")
+    need(cfg.diagnostic_test_samples >= 0, "diagnostic_test_samples",
+         "an integer >= 0 (0 = the whole test set)")
+    need(not (cfg.pruning_mode == "unstructured" and cfg.unstructured_contribution == "all"
+              and cfg.error_feedback and cfg.compression), "unstructured_contribution",
+         "kept when error feedback compresses updates: with 'all' every pruned weight sends -w, "
+         "which the residual would pile up round after round and which would take the k "
+         "budget; use error_feedback false (or sparsify_method none) to study 'all'")
+    need(0.0 <= cfg.server_momentum < 1.0, "server_momentum", "a number in [0, 1)")
     need(cfg.fc_cost > 0, "fc_cost", "a number > 0")
     for name in ("compute_gflops", "uplink_mbps", "downlink_mbps"):
         need(getattr(cfg, name) > 0, name, "a number > 0")
@@ -343,6 +392,11 @@ def validate(cfg: ExperimentConfig) -> None:
     need(not (cfg.sparsify_method == "cost_weighted" and cfg.sparsify_scope == "per_tensor"),
          "sparsify_scope", "auto or model for cost_weighted (within one tensor every coordinate "
          "costs the same, so cost weighting would equal topk)")
+    try:
+        model_spec(cfg.model, DATASETS[cfg.dataset])
+    except ValueError as err:
+        raise ConfigError(f"model: {cfg.model!r} does not fit {cfg.dataset} ({err}); allowed: "
+                          f"{', '.join(MODEL_NAMES)} with inputs it can take") from None
     need(cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
          "device", "cpu, cuda or cuda:N")
     if cfg.run_name is not None:

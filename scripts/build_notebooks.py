@@ -70,8 +70,32 @@ result.metrics[columns].round(4)"""),
              "round_time_curve", "partition"]:
     display(Markdown(f"**{name}.png**"))
     display(Image(filename=str(result.run_dir / f"{name}.png"), width=760))"""),
-    ("md", "## Summary"),
-    ("code", """pd.Series({k: v for k, v in result.summary.items() if k != "artifacts"}, name="value").to_frame()"""),
+    ("md", """## Diagnostics: what explains the accuracy
+
+`diagnostics.csv` holds, at every evaluation, the global model's recall per class and the share
+of predictions per class (a model leaning to a few classes shows as bright rows in one and a
+skewed histogram in the other) and, for structured pruning, the accuracy of the sub-model at each
+pruning ratio the clients used: sub-models much better than the full-width model point at units
+averaged over too few clients."""),
+    ("code", """diagnostics = pd.read_csv(result.run_dir / "diagnostics.csv")
+for name in ["class_recall", "width_accuracy"]:
+    if (result.run_dir / f"{name}.png").exists():
+        display(Markdown(f"**{name}.png**"))
+        display(Image(filename=str(result.run_dir / f"{name}.png"), width=760))
+last = diagnostics[diagnostics["round"] == diagnostics["round"].max()]
+last.pivot_table(index="key", columns="metric", values="value").round(2)"""),
+    ("md", """## Summary
+
+The headline is `tail_test_accuracy`, the mean over the last `tail_rounds` evaluated rounds
+(non-IID rounds swing by many points). `final_test_accuracy` is one round; `best_test_accuracy`
+is the maximum over evaluations, i.e. selected on the test set. `never_trained_units` counts the
+units no client has trained: they are zero in the evaluated and saved model."""),
+    ("code", """headline = ["tail_test_accuracy", "tail_rounds", "final_test_accuracy", "best_test_accuracy",
+            "best_round", "never_trained_units", "total_uplink_mb", "compression_x",
+            "flop_saving_pct", "pruning_ratio_mean"]
+display(pd.Series({k: result.summary[k] for k in headline}, name="value").to_frame())
+pd.Series({k: v for k, v in result.summary.items() if k not in headline + ["artifacts"]},
+          name="value").to_frame()"""),
 ]
 
 EXPLORE_CELLS = [

@@ -45,9 +45,9 @@ def write_run(results_dir: Path, label: str, seed: int, accuracy: list[float],
     prunes = label != "FedAvg"
     folder = Path(results_dir) / (name or run_name(label, seed))
     folder.mkdir(parents=True)
-    config = {"run_name": folder.name, "seed": seed, "rounds": len(accuracy), "pruning": prunes,
-              "pruning_mode": "structured", "pruning_ratio": 0.4 if prunes else 0.0,
-              "sparsification": prunes, "sparsify_method": "topk",
+    config = {"run_name": folder.name, "seed": seed, "rounds": len(accuracy),
+              "pruning_mode": "structured" if prunes else "none", "pruning_ratio": 0.4 if prunes else 0.0,
+              "sparsify_method": "topk" if prunes else "none",
               "sparsity_ratio": 0.9 if prunes else 0.0, "error_feedback": True,
               "label": None, "dataset": "mnist", "partition": "shards",
               "_meta": {"git_commit": "abc123", "created": "2025-01-01T00:00:00"},

@@ -4,30 +4,34 @@ import numpy as np
 import pytest
 import torch
 
-from fedprune_core.fl import server, wire
-from fedprune_core.fl.client import train
 from fedprune_core.config import ExperimentConfig
-from fedprune_core.data.loading import TensorDataset
 from fedprune_core.data.catalog import DATASETS
-from fedprune_core.models.layers import ModelShape, ParamLayout, SimpleCNN, flat_params, init_flat_params, model_from_flat
-from fedprune_core.fl.pruning import Pruner, initial_ratios, online_ratio
-from fedprune_core.fl.sparsification import compress, num_kept, select, topk_exact
+from fedprune_core.fl import wire
+from fedprune_core.fl.client import residual_after
+from fedprune_core.fl.training import LocalTraining, train
+from fedprune_core.methods.aggregate.fedavg import FedAvg
+from fedprune_core.methods.compress.base import num_kept, topk_exact
+from fedprune_core.models.net import ParamLayout, TableNet, flat_params, model_from_flat
+from fedprune_core.models.zoo import model_spec
+from helpers import KINDS, LAYOUT, SPEC, global_vector, method, planner, random_data
 
-SHAPE = ModelShape(1, 28, 10)
-LAYOUT = ParamLayout(SHAPE)
+SHAPE = SPEC
 
 
-def global_vector(seed=0):
-    return init_flat_params(SHAPE, seed)
+def compress(delta, residual, segments, kinds, cfg, generator):
+    """Error feedback + compression as a client runs them: (sent positions, values, residual)."""
+    combined = delta if residual is None else delta + residual
+    out = method("compress", **cfg).compress(combined, segments, kinds, generator)
+    return out, (residual_after(combined, out) if residual is not None else None)
 
 
 # --- structured pruning --------------------------------------------------------------------
 
 def test_structured_sub_model_is_smaller_and_ranked_by_l1():
     g = global_vector()
-    plan = Pruner(LAYOUT, g, ExperimentConfig(pruning_mode="structured")).plan(0.5)
-    assert plan.shape.widths == (16, 32, 128)
-    assert len(plan.coords) == ParamLayout(plan.shape).size < LAYOUT.size
+    plan = planner(g, pruning_mode="structured").plan(0.5)
+    assert plan.spec.widths == {"conv1": 16, "conv2": 32, "fc1": 128}
+    assert len(plan.coords) == ParamLayout(plan.spec).size < LAYOUT.size
     norms = LAYOUT.views(g)["conv2.weight"].abs().flatten(1).sum(1)
     kept = plan.keep["conv2"]
     dropped = torch.tensor([i for i in range(64) if i not in set(kept.tolist())])
@@ -36,8 +40,8 @@ def test_structured_sub_model_is_smaller_and_ranked_by_l1():
 
 def test_structured_extract_then_expand_round_trip():
     g = global_vector()
-    plan = Pruner(LAYOUT, g, ExperimentConfig()).plan(0.4)
-    sub = model_from_flat(plan.shape, g[plan.coords])
+    plan = planner(g).plan(0.4)
+    sub = model_from_flat(plan.spec, g[plan.coords])
     # the extracted sub-model's tensors are the global tensors' kept rows/columns
     views = LAYOUT.views(g)
     k1, k2, kh = plan.keep["conv1"], plan.keep["conv2"], plan.keep["fc1"]
@@ -57,21 +61,22 @@ def test_structured_extract_then_expand_round_trip():
 
 def test_structured_sub_model_computes_what_the_masked_full_model_computes():
     g = global_vector()
-    plan = Pruner(LAYOUT, g, ExperimentConfig()).plan(0.6)
+    plan = planner(g).plan(0.6)
     masked = torch.zeros_like(g)
     masked[plan.coords] = g[plan.coords]
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
-        sub_out = model_from_flat(plan.shape, g[plan.coords])(x)
+        sub_out = model_from_flat(plan.spec, g[plan.coords])(x)
         full_out = model_from_flat(SHAPE, masked)(x)
     torch.testing.assert_close(sub_out, full_out, rtol=1e-4, atol=1e-5)
 
 
 def test_contribution_mask_covers_exactly_the_kept_coordinates():
     g = global_vector()
-    plan = Pruner(LAYOUT, g, ExperimentConfig()).plan(0.5)
+    plan = planner(g).plan(0.5)
     update = wire.Decoded(0, 10, plan, plan.coords, torch.ones(len(plan.coords)))
-    new = server.masked_fedavg(g, [update], "samples", 1.0)
+    new, _, trained = FedAvg().aggregate(g, [update], {})
+    assert torch.equal(trained.nonzero().squeeze(1), torch.sort(plan.coords)[0])
     moved = (new != g)
     assert moved.sum() == len(plan.coords) == len(torch.unique(plan.coords))
     assert moved[plan.coords].all()
@@ -81,9 +86,8 @@ def test_contribution_mask_covers_exactly_the_kept_coordinates():
 
 def test_unstructured_masks_prune_smallest_weights_and_stay_zero_after_training():
     g = global_vector()
-    cfg = ExperimentConfig(pruning_mode="unstructured", local_epochs=2, batch_size=16, lr=0.1,
-                           momentum=0.9)
-    plan = Pruner(LAYOUT, g, cfg).plan(0.5)
+    hp = LocalTraining(local_epochs=2, batch_size=16, lr=0.1, momentum=0.9)
+    plan = planner(g, pruning_mode="unstructured").plan(0.5)
     masks = [plan.masks[s.name] for s in LAYOUT]
     w = LAYOUT.views(g)["fc1.weight"]
     m = plan.masks["fc1.weight"]
@@ -91,30 +95,27 @@ def test_unstructured_masks_prune_smallest_weights_and_stay_zero_after_training(
     assert w[m == 0].abs().max() <= w[m == 1].abs().min()
     assert torch.all(plan.masks["fc1.bias"] == 1)
     model = model_from_flat(SHAPE, g)
-    data = TensorDataset(torch.randint(0, 255, (64, 1, 28, 28), dtype=torch.uint8),
-                         torch.randint(0, 10, (64,)))
-    train(model, data, DATASETS["mnist"], cfg, torch.Generator().manual_seed(0), masks)
+    train(model, random_data(64), DATASETS["mnist"], hp, torch.Generator().manual_seed(0), masks)
     for p, mask in zip(model.parameters(), masks):
         assert torch.all(p.detach()[mask == 0] == 0)
         assert torch.any(p.detach()[mask == 1] != 0)
-    kept = Pruner(LAYOUT, g, cfg).plan(0.5)
-    assert len(kept.coords) == int(sum(mk.sum() for mk in masks))
-    seed_mode = Pruner(LAYOUT, g, cfg.replace(unstructured_contribution="all")).plan(0.5)
+    assert len(plan.coords) == int(sum(mk.sum() for mk in masks))
+    seed_mode = planner(g, pruning_mode="unstructured", unstructured_contribution="all",
+                        error_feedback=False).plan(0.5)
     assert len(seed_mode.coords) == LAYOUT.size
 
 
 # --- sparsification ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["topk", "random", "cost_weighted"])
+@pytest.mark.parametrize("name", ["topk", "random", "cost_weighted", "stc"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.95, 0.99])
-def test_exactly_k_coordinates_are_sent(method, sparsity):
-    cfg = ExperimentConfig(sparsify_method=method, sparsity_ratio=sparsity)
+def test_exactly_k_coordinates_are_sent(name, sparsity):
     segments = [s.numel for s in LAYOUT]
-    costs = [2.0 if s.is_fc else 1.0 for s in LAYOUT]
     x = torch.randn(LAYOUT.size)
     x[:1000] = 0.5  # many ties
-    picked = select(x, segments, costs, cfg, torch.Generator().manual_seed(1))
-    if cfg.effective_scope == "model":
+    picked = method("compress", sparsify_method=name, sparsity_ratio=sparsity).compress(
+        x, segments, KINDS, torch.Generator().manual_seed(1)).positions
+    if name == "cost_weighted":
         expected = num_kept(LAYOUT.size, sparsity)
     else:
         expected = sum(num_kept(n, sparsity) for n in segments)
@@ -130,50 +131,51 @@ def test_topk_breaks_ties_by_index_and_keeps_the_largest():
 
 
 def test_cost_weighted_needs_fc_coordinates_to_be_larger():
-    cfg = ExperimentConfig(sparsify_method="cost_weighted", sparsity_ratio=0.5, fc_cost=4.0)
+    cw = method("compress", sparsify_method="cost_weighted", sparsity_ratio=0.5, fc_cost=4.0)
     combined = torch.tensor([1.0, 1.0, 3.0, 5.0])  # two conv coords, two fc coords
-    picked = select(combined, [2, 2], [1.0, 4.0], cfg, torch.Generator())
+    picked = cw.compress(combined, [2, 2], ["conv", "linear"], torch.Generator()).positions
     assert picked.tolist() == [0, 3]  # 1/1 = 1 beats 3/4; 5/4 is the best
 
 
-@pytest.mark.parametrize("method", ["topk", "random", "cost_weighted"])
-def test_error_feedback_conserves_mass(method):
-    cfg = ExperimentConfig(sparsify_method=method, sparsity_ratio=0.9)
-    segments, costs = [30, 70], [1.0, 2.0]
+@pytest.mark.parametrize("name", ["topk", "random", "cost_weighted", "stc", "qsgd", "none"])
+def test_error_feedback_conserves_mass(name):
+    cfg = dict(sparsify_method=name, sparsity_ratio=0.9)
+    segments, kinds = [30, 70], ["conv", "linear"]
     delta, residual = torch.randn(100), torch.randn(100)
-    out = compress(delta, residual, segments, costs, cfg, torch.Generator().manual_seed(0))
+    out, left = compress(delta, residual, segments, kinds, cfg, torch.Generator().manual_seed(0))
     sent = torch.zeros(100)
-    sent[out.positions] = out.values
-    torch.testing.assert_close(sent + out.residual, delta + residual, rtol=0, atol=0)
-    assert torch.all(out.residual[out.positions] == 0)
-    no_ef = compress(delta, None, segments, costs, cfg.replace(error_feedback=False),
-                     torch.Generator().manual_seed(0))
-    assert no_ef.residual is None
+    sent[slice(None) if out.positions is None else out.positions] = out.values
+    torch.testing.assert_close(sent + left, delta + residual, rtol=0, atol=1e-6)
+    if name in ("topk", "random", "cost_weighted"):  # exact values sent: nothing left there
+        torch.testing.assert_close(sent + left, delta + residual, rtol=0, atol=0)
+        assert torch.all(left[out.positions] == 0)
 
 
 # --- wire format ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode, sparsity", [("structured", 0.95), ("unstructured", 0.9),
-                                            ("structured", 0.0), ("none", 0.99)])
-def test_wire_round_trip_is_exact_and_bytes_are_the_message(mode, sparsity):
+@pytest.mark.parametrize("mode, sparsity, name", [
+    ("structured", 0.95, "topk"), ("unstructured", 0.9, "topk"), ("structured", 0.0, "none"),
+    ("none", 0.99, "topk"), ("structured", 0.9, "stc"), ("unstructured", 0.9, "qsgd"),
+    ("none", 0.0, "none")])
+def test_wire_round_trip_is_exact_and_bytes_are_the_message(mode, sparsity, name):
     g = global_vector()
-    cfg = ExperimentConfig(pruning=mode != "none", pruning_mode=mode if mode != "none" else "structured",
-                           sparsify_method="topk", sparsity_ratio=sparsity,
-                           sparsification=sparsity > 0)
-    pruner = Pruner(LAYOUT, g, cfg)
-    plan = pruner.plan(0.35)
+    cfg = dict(pruning_mode=mode, sparsify_method=name, sparsity_ratio=sparsity)
+    plans = planner(g, **cfg)
+    plan = plans.plan(0.35)
     delta = torch.randn(len(plan.coords))
-    out = compress(delta, None, plan.segments, [1.0] * len(plan.segments), cfg, torch.Generator())
-    msg = wire.encode(plan, 7, 1234, out.values, out.positions)
-    dec = wire.decode(msg, pruner)
+    compressor = method("compress", **cfg)
+    out = compressor.compress(delta, plan.segments, KINDS, torch.Generator())
+    msg = wire.encode(plan, 7, 1234, out.values, out.positions, out.payloads, compressor.codec)
+    dec = wire.decode(msg, plans, compressor=compressor)
     assert (dec.client_id, dec.num_samples) == (7, 1234)
     expected_coords = plan.coords if out.positions is None else plan.coords[out.positions]
     assert torch.equal(dec.coords, expected_coords)
     assert torch.equal(dec.values, out.values)
     assert torch.equal(dec.plan.coords, plan.coords)
-    # the count is what is sent: values are 4 bytes each, plus indices and headers
-    assert len(msg) >= 4 * len(out.values)
-    if sparsity == 0 and mode == "none":
+    # the count is what is sent: float32 values are 4 bytes each, plus indices and headers
+    if name in ("topk", "none"):
+        assert len(msg) >= 4 * len(out.values)
+    if name == "none" and mode == "none":
         assert len(msg) - 4 * LAYOUT.size < 100
 
 
@@ -190,7 +192,7 @@ def test_wire_picks_the_smaller_index_encoding():
 
 def test_wire_rejects_garbage():
     with pytest.raises(wire.WireError):
-        wire.decode(b"XXXX" + bytes(40), Pruner(LAYOUT, global_vector(), ExperimentConfig()))
+        wire.decode(b"XXXX" + bytes(40), planner())
 
 
 # --- aggregation ---------------------------------------------------------------------------
@@ -205,37 +207,39 @@ def test_masked_fedavg_matches_a_hand_computed_mean():
 
     a = upd(100, [0, 1, 2], [0, 2], [1.0, 3.0])  # trained 0,1,2; sent 0 and 2
     b = upd(300, [0, 1], [0, 1], [5.0, -2.0])   # trained 0,1
-    new = server.masked_fedavg(g, [a, b], "samples", 1.0)
+    new, state, trained = FedAvg("samples", 1.0).aggregate(g, [a, b], {})
+    assert state == {} and trained.tolist() == [True, True, True, False]
     expected = [1 + (100 * 1 + 300 * 5) / 400, 1 + (100 * 0 + 300 * -2) / 400, 1 + 3.0, 1.0]
     torch.testing.assert_close(new, torch.tensor(expected))
-    uniform = server.masked_fedavg(g, [a, b], "uniform", 0.5)
+    uniform = FedAvg("uniform", 0.5).aggregate(g, [a, b], {})[0]
     torch.testing.assert_close(uniform, torch.tensor([1 + 0.5 * 3, 1 + 0.5 * -1, 1 + 0.5 * 3, 1]))
 
 
 # --- adaptive ratios -----------------------------------------------------------------------
 
-def test_warm_start_gives_weak_clients_high_ratios():
-    cfg = ExperimentConfig(pruning_ratio=0.4, min_pruning_ratio=0.1, max_pruning_ratio=0.8)
-    ratios = initial_ratios(np.array([5.0, 1.0, 3.0]), cfg)
-    np.testing.assert_allclose(ratios, [0.1, 0.8, 0.4])
-    assert np.all(initial_ratios(np.ones(3), cfg.replace(adaptive_ratio=False)) == 0.4)
-    assert np.all(initial_ratios(np.ones(3), cfg.replace(pruning=False)) == 0.0)
+def test_warm_start_gives_slow_clients_high_ratios():
+    cfg = dict(pruning_ratio=0.4, min_pruning_ratio=0.1, max_pruning_ratio=0.8)
+    ratios = method("ratio", **cfg).initial(np.array([1.0, 5.0, 3.0]))  # simulated seconds
+    np.testing.assert_allclose(ratios, [0.1, 0.7, 0.4])
+    assert np.all(method("ratio", **cfg, adaptive_ratio=False).initial(np.ones(3)) == 0.4)
+    assert np.all(method("ratio", **cfg, pruning_mode="none").initial(np.ones(3)) == 0.0)
 
 
 def test_online_controller_steps_toward_the_deadline():
-    cfg = ExperimentConfig(ratio_step=0.05)
-    assert online_ratio(0.4, 12.0, 10.0, cfg) == pytest.approx(0.45)
-    assert online_ratio(0.4, 5.0, 10.0, cfg) == pytest.approx(0.35)
-    assert online_ratio(0.4, 9.8, 10.0, cfg) == pytest.approx(0.4)
-    assert online_ratio(0.8, 99.0, 10.0, cfg) == pytest.approx(0.8)
+    online = method("ratio", ratio_step=0.05, adaptive_ratio_online=True)
+    assert online.next(0.4, 12.0, 10.0) == pytest.approx(0.45)
+    assert online.next(0.4, 5.0, 10.0) == pytest.approx(0.35)
+    assert online.next(0.4, 9.8, 10.0) == pytest.approx(0.4)
+    assert online.next(0.8, 99.0, 10.0) == pytest.approx(0.8)
+    assert method("ratio").next(0.4, 99.0, 10.0) == 0.4  # warm start alone never moves
 
 
 def test_model_shapes_and_flops():
-    model = SimpleCNN(SHAPE)
+    model = TableNet(SHAPE)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert LAYOUT.size == sum(p.numel() for p in model.parameters()) == 824_458
-    cifar = ModelShape.for_dataset(DATASETS["cifar10"])
-    assert SimpleCNN(cifar)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    cifar = model_spec("simple_cnn", DATASETS["cifar10"])
+    assert TableNet(cifar)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     small = SHAPE.with_widths({"conv1": 16, "conv2": 32, "fc1": 128})
     assert small.train_flops_per_sample() < 0.3 * SHAPE.train_flops_per_sample()
     assert SHAPE.forward_macs() == 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 3136 * 256 + 2560
@@ -246,10 +250,8 @@ def test_training_never_writes_into_the_received_vector():
     g = global_vector()
     received = g.clone()
     model = model_from_flat(SHAPE, received)
-    data = TensorDataset(torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8),
-                         torch.randint(0, 10, (32,)))
-    train(model, data, DATASETS["mnist"], ExperimentConfig(local_epochs=1, batch_size=16, lr=0.1),
-          torch.Generator().manual_seed(0))
+    train(model, random_data(32), DATASETS["mnist"],
+          LocalTraining(local_epochs=1, batch_size=16, lr=0.1), torch.Generator().manual_seed(0))
     assert torch.equal(received, g)
     delta = LAYOUT.views(flat_params(model) - g)
     for name, d in delta.items():

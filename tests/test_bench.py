@@ -75,7 +75,7 @@ def test_naive_sparsify_matches_core_semantics():
     """Exactly k of the trained coordinates are sent; sent + new residual = delta + old
     residual on trained coordinates; untrained residual is kept (as in the core)."""
     from fedprune_core.config import ExperimentConfig
-    from fedprune_core.fl.sparsification import num_kept
+    from fedprune_core.methods.compress.base import num_kept
 
     naive = _load("naive_reference")
     torch.manual_seed(0)
@@ -101,23 +101,53 @@ def test_naive_sparsify_matches_core_semantics():
             assert torch.all(sent[n][~on] == 0)
 
 
-def test_naive_submodel_matches_core_plan():
-    """The naive per-tensor sub-model extraction picks the coordinates the core's plan does."""
+def _flat(tensors: dict) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in tensors.values()])
+
+
+def test_naive_sparsify_matches_core_compressor():
+    """On a structured plan's coordinates, the naive per-tensor selection sends what the core's
+    compressor sends and keeps the residual that the core's error feedback keeps."""
     from fedprune_core.config import ExperimentConfig
-    from fedprune_core.models.layers import ModelShape, ParamLayout, init_flat_params
-    from fedprune_core.fl.pruning import Pruner
+    from fedprune_core.fl.client import residual_after
+    from fedprune_core.methods import build
+    from helpers import KINDS, LAYOUT, planner
 
     naive = _load("naive_reference")
-    shape = ModelShape(1, 28, 10)
-    layout = ParamLayout(shape)
-    flat = init_flat_params(shape, 0)
-    global_sd = {s.name: flat[s.slice].view(s.shape) for s in layout}
-    plan = Pruner(layout, flat, ExperimentConfig()).plan(0.4)
-    keep = naive.choose_units(global_sd, 0.4, "l1")
+    plan = planner(pruning_mode="structured").plan(0.4)
+    g = torch.Generator().manual_seed(0)
+    combined = torch.randn(len(plan.coords), generator=g)  # delta + old residual
+    old = torch.randn(LAYOUT.size, generator=g)
+    delta, mask = torch.zeros(LAYOUT.size), torch.zeros(LAYOUT.size)
+    delta[plan.coords] = combined - old[plan.coords]
+    mask[plan.coords] = 1.0
+    for method in ("topk", "cost_weighted"):
+        cfg = ExperimentConfig(sparsify_method=method, sparsity_ratio=0.9)
+        out = build("compress", method, cfg).compress(combined, plan.segments, KINDS, g)
+        expected_sent = torch.zeros(LAYOUT.size)
+        expected_sent[plan.coords[out.positions]] = out.values
+        expected_residual = old.clone()
+        expected_residual[plan.coords] = residual_after(combined, out)
+        residual = {n: t.clone() for n, t in LAYOUT.views(old).items()}
+        sent = naive.sparsify(LAYOUT.views(delta), LAYOUT.views(mask), residual, cfg)
+        assert torch.allclose(_flat(sent), expected_sent, atol=1e-6), method
+        assert torch.allclose(_flat(residual), expected_residual, atol=1e-6), method
+
+
+@pytest.mark.parametrize("selection", ["l1", "first"])
+def test_naive_submodel_matches_core_plan(selection):
+    """The naive per-tensor sub-model extraction picks the coordinates the core's plan does."""
+    from helpers import LAYOUT, SPEC, global_vector, planner
+
+    naive = _load("naive_reference")
+    flat = global_vector()
+    global_sd = LAYOUT.views(flat)
+    plan = planner(flat, pruning_mode="structured", structured_selection=selection).plan(0.4)
+    keep = naive.choose_units(global_sd, SPEC, 0.4, selection)
     assert all(torch.equal(keep[g], plan.keep[g]) for g in keep)
-    sub = naive.extract_submodel(global_sd, keep, shape.fc_spatial)
-    assert torch.equal(torch.cat([t.flatten() for t in sub.values()]), flat[plan.coords])
-    full, mask = naive.expand_to_global(sub, global_sd, keep, shape.fc_spatial)
+    sub = naive.extract_submodel(global_sd, keep, SPEC)
+    assert torch.equal(_flat(sub), flat[plan.coords])
+    full, mask = naive.expand_to_global(sub, global_sd, keep, SPEC)
     flat_mask = torch.cat([m.flatten() for m in mask.values()])
     assert torch.equal(flat_mask.nonzero().squeeze(1), torch.sort(plan.coords)[0])
     assert torch.equal(torch.cat([t.flatten() for t in full.values()])[plan.coords],

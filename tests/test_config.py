@@ -65,7 +65,7 @@ def test_seed_flags_parse():
          "--adaptive_ratio_online", "--run_name", "baseline_fedavg", "--pruning_ratio", "0.5",
          "--round_deadline_sec", "auto", "--data_root", "/x"])
     cfg = config_from_args(args)
-    assert (cfg.pruning, cfg.sparsification, cfg.adaptive_ratio) == (False, False, False)
+    assert (cfg.pruning_mode, cfg.sparsify_method, cfg.adaptive_ratio) == ("none", "none", False)
     assert cfg.adaptive_ratio_online and cfg.run_name == "baseline_fedavg"
     assert cfg.round_deadline_sec is None and cfg.pruning_ratio == 0.5
     assert cfg.method_label == "FedAvg"

@@ -151,7 +151,7 @@ def test_cli_executes_the_notebook_and_exports_a_code_free_html_report(cli_run):
     text = report.read_text()
     assert "data:image/png;base64," in text  # figures embedded: the report stands alone
     final = json.loads((run_dir / "summary.json").read_text())["final_test_accuracy"]
-    assert f"final accuracy {final:.2f}%" in text
+    assert f"final {final:.2f}%" in text  # the Finished line: tail, then final accuracy
     assert 'class="jp-InputArea-editor' not in text
     for cell in nbformat.read(EXPERIMENT_NOTEBOOK, as_version=4).cells:
         if cell.cell_type == "code":  # not one line of code reaches the report
@@ -180,7 +180,7 @@ def test_cli_params_typo_fails_before_any_notebook_is_written(tmp_path):
 # ---------------------------------------------------------------- explorer
 
 def test_config_from_controls_maps_the_method_to_the_two_switches():
-    flags = {name: (c.pruning, c.sparsification) for name in explore.METHODS
+    flags = {name: (c.pruning, c.compression) for name in explore.METHODS
              for c in [explore.config_from_controls({"method": name, "rounds": 3})]}
     assert flags == {"FedAvg": (False, False), "Pruning only": (True, False),
                      "Sparsification only": (False, True), "Hybrid": (True, True)}

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from fedprune_core.run.artifacts import RunExistsError
-from fedprune_core.fl.client import DivergenceError
+from fedprune_core.fl.training import DivergenceError
 from fedprune_core.config import ConfigError
 from fedprune_core.run.loop import run_experiment
 
@@ -18,7 +18,7 @@ METRIC_COLUMNS = ["round", "test_accuracy", "test_loss", "train_loss", "avg_tran
                   "cumulative_uplink_bytes", "downlink_bytes", "client_train_flops",
                   "simulated_round_time_sec"]
 TIMING = ["avg_round_time_sec", "wall_time_sec", "elapsed_sec", "eval_time_sec"]
-FILES = ["config.json", "metrics.csv", "clients.csv", "partition.csv", "run.log", "summary.json",
+FILES = ["config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv", "run.log", "summary.json",
          "final_model.pt", "accuracy_curve.png", "compression_pruning_curve.png",
          "round_time_curve.png", "experiment_dashboard.png", "partition.png"]
 
@@ -40,6 +40,14 @@ def test_two_round_run_writes_every_artifact(tiny_config):
     assert (c.train_flops < c.dense_train_flops).all()  # structured pruning saves compute
     summary = json.loads((d / "summary.json").read_text())
     assert summary["final_test_accuracy"] == pytest.approx(m.test_accuracy.iloc[-1])
+    assert summary["tail_test_accuracy"] == pytest.approx(m.test_accuracy.mean())  # 2 rounds <= 5
+    assert summary["tail_rounds"] == 2 and summary["best_is_selected_on_test_set"]
+    diag = pd.read_csv(d / "diagnostics.csv")
+    assert set(diag.metric) == {"class_recall", "predicted_share", "width_accuracy"}
+    shares = diag[diag.metric == "predicted_share"].groupby("round").value.sum()
+    assert shares.round(6).tolist() == [100.0, 100.0]
+    used = set(c.pruning_ratio.round(6))
+    assert set(diag[diag.metric == "width_accuracy"].key.round(6)) <= used
     assert summary["total_uplink_mb"] == pytest.approx(m.uplink_bytes.sum() / 1e6)
     assert summary["compression_x"] > 10
     assert all((d / p).exists() or (d.parent.parent / p).exists() or
@@ -70,28 +78,35 @@ def test_same_seed_same_metrics(tiny_config, method):
 def test_ablations_share_clients_and_data_order(tiny_config):
     """Common random numbers: the method changes, the sampled clients do not."""
     a = run_experiment(tiny_config(run_name="hyb"))
-    b = run_experiment(tiny_config(run_name="fedavg", pruning=False, sparsification=False))
+    b = run_experiment(tiny_config(run_name="fedavg", pruning_mode="none", sparsify_method="none"))
     assert a.clients.client_id.tolist() == b.clients.client_id.tolist()
     assert (b.clients.transmitted_ratio == 1.0).all()
     assert b.summary["compression_x"] == pytest.approx(1.0, rel=1e-3)
 
 
-def test_resume_after_interruption_reproduces_the_result(tiny_config):
-    full = run_experiment(tiny_config(run_name="full", rounds=3))
+@pytest.mark.parametrize("method", [
+    {}, dict(aggregation="fedavgm", structured_selection="rolex", sparsify_method="stc")])
+def test_resume_after_interruption_reproduces_the_result(tiny_config, method):
+    tiny = lambda **kw: tiny_config(**method, **kw)  # noqa: E731
+    full = run_experiment(tiny(run_name="full", rounds=3))
 
     def interrupt(r, row):
         if r == 2:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(tiny_config(run_name="cut", rounds=3), on_round_end=interrupt)
+        run_experiment(tiny(run_name="cut", rounds=3), on_round_end=interrupt)
     cut = full.run_dir.parent / "cut"
     assert (cut / "checkpoint.pt").exists() and not (cut / "summary.json").exists()
+    state = torch.load(cut / "checkpoint.pt", weights_only=False)["state"]  # the ServerState
+    assert state.round == 2 and len(state.clients) == 4
+    assert set(state.aggregator) == ({"momentum"} if method else set())
+    assert any(c.residual is not None for c in state.clients)
     assert len(pd.read_csv(cut / "metrics.csv")) == 2  # what it had written is kept
     with pytest.raises(RunExistsError, match="--resume"):
-        run_experiment(tiny_config(run_name="cut", rounds=3))
+        run_experiment(tiny(run_name="cut", rounds=3))
     with pytest.raises(ConfigError, match="lr"):
-        run_experiment(tiny_config(run_name="cut", rounds=3, resume=True, lr=0.1))
-    resumed = run_experiment(tiny_config(run_name="cut", rounds=3, resume=True))
+        run_experiment(tiny(run_name="cut", rounds=3, resume=True, lr=0.1))
+    resumed = run_experiment(tiny(run_name="cut", rounds=3, resume=True))
     pd.testing.assert_frame_equal(_numbers(full.run_dir / "metrics.csv"), _numbers(cut / "metrics.csv"))
     assert "Resuming after round 2" in (cut / "run.log").read_text()
     assert resumed.summary["final_test_accuracy"] == full.summary["final_test_accuracy"]
@@ -109,8 +124,8 @@ def test_finished_run_is_never_overwritten_silently(tiny_config):
 
 def test_divergence_stops_with_a_clear_message_and_keeps_files(tiny_config):
     with pytest.raises(DivergenceError, match="lr"):
-        run_experiment(tiny_config(run_name="boom", lr=1e6, rounds=3, pruning=False,
-                                   sparsification=False))
+        run_experiment(tiny_config(run_name="boom", lr=1e6, rounds=3, pruning_mode="none",
+                                   sparsify_method="none"))
     d = tiny_config().results_dir
     run_dir = __import__("pathlib").Path(d) / "boom"
     assert (run_dir / "config.json").exists() and not (run_dir / "summary.json").exists()
@@ -119,9 +134,12 @@ def test_divergence_stops_with_a_clear_message_and_keeps_files(tiny_config):
 
 @pytest.mark.parametrize("changes", [
     dict(partition="dirichlet", dirichlet_alpha=0.5),
-    dict(partition="iid", pruning_mode="unstructured", unstructured_contribution="all"),
+    dict(partition="iid", pruning_mode="unstructured", unstructured_contribution="all",
+         error_feedback=False),
     dict(adaptive_ratio_online=True, sparsify_method="topk", eval_every=2),
-    dict(pruning=False, sparsify_method="random", error_feedback=False),
+    dict(pruning_mode="none", sparsify_method="random", error_feedback=False),
+    dict(sparsify_method="qsgd", qsgd_levels=4, structured_selection="first"),
+    dict(model="mcmahan_cnn", pruning_mode="none", sparsify_method="stc", batch_size=10),
 ])
 def test_variants_run(tiny_config, changes):
     result = run_experiment(tiny_config(run_name="v", **changes))

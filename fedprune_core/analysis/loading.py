@@ -24,8 +24,8 @@ FLOPS_PER_GFLOP = 1e9
 BASELINE_LABEL = "FedAvg"  # listed first in tables and legends when present
 
 # Config fields copied next to each run's summary, for tables and figure titles.
-CONFIG_FIELDS = ("dataset", "partition", "rounds", "pruning", "pruning_mode", "pruning_ratio",
-                 "sparsification", "sparsify_method", "sparsity_ratio", "error_feedback")
+CONFIG_FIELDS = ("dataset", "model", "partition", "rounds", "pruning_mode", "pruning_ratio",
+                 "sparsify_method", "sparsity_ratio", "error_feedback", "aggregation")
 
 
 @dataclass

@@ -21,11 +21,6 @@ class ClientProfile:
     uplink_mbps: float
     downlink_mbps: float
 
-    @property
-    def strength(self) -> float:
-        """What the warm start ranks clients by: compute x uplink bandwidth."""
-        return self.compute_gflops * self.uplink_mbps
-
     def time(self, train_flops: float, downlink_bytes: float, uplink_bytes: float) -> float:
         return (train_flops / (self.compute_gflops * 1e9)
                 + 8 * downlink_bytes / (self.downlink_mbps * 1e6)
@@ -41,11 +36,17 @@ def make_profiles(cfg: ExperimentConfig) -> list[ClientProfile]:
             for c, u, d in factors]
 
 
+def round_times(profiles: list[ClientProfile], samples: list[int], flops_per_sample: float,
+                params: int, cfg: ExperimentConfig) -> np.ndarray:
+    """Each client's simulated time for a round with a model of `params` parameters: its
+    training FLOPs on its own data, a dense download and an upload of the expected size."""
+    down = 4.0 * params
+    up = down * ((1.0 - cfg.sparsity_ratio) * 2 if cfg.compression else 1.0)
+    return np.array([p.time(flops_per_sample * n * cfg.local_epochs, down, up)
+                     for p, n in zip(profiles, samples)])
+
+
 def auto_deadline(profiles: list[ClientProfile], samples: list[int], flops_per_sample: float,
                   params: int, cfg: ExperimentConfig) -> float:
     """The median client's simulated time at the base pruning ratio: the default deadline."""
-    down = 4.0 * params
-    up = down * ((1.0 - cfg.sparsity_ratio) * 2 if cfg.sparsification else 1.0)
-    times = [p.time(flops_per_sample * n * cfg.local_epochs, down, up)
-             for p, n in zip(profiles, samples)]
-    return float(np.median(times))
+    return float(np.median(round_times(profiles, samples, flops_per_sample, params, cfg)))

@@ -1,12 +1,13 @@
 """The wire format: what is counted is what is sent.
 
-A message carries one client's (possibly sparse) values over the coordinates of its plan.
-Layout (little endian):
+A message carries one client's (possibly sparse, possibly quantised) values over the
+coordinates of its plan. Layout (little endian):
 
-    header   magic b"FPS1", kind u8, client u32, samples u32, ratio f64
+    header   magic b"FPS1", kind u8 (plan kind | value codec << 2), client u32, samples u32,
+             ratio f64
     plan     structured only: the kept units of each group, as an index set
-    tensors  per tensor of the plan: an index set over the tensor's trained coordinates,
-             then float32 values
+    tensors  per tensor of the plan: an index set over the tensor's trained coordinates, then
+             the values, encoded by the compression method's codec (float32 by default)
 
 An index set is whichever is smallest: `all` (mode 0, no bytes), a bitmap (mode 1), or a list
 of uint16 (mode 2) / uint32 (mode 3) positions; a u8 mode and a u32 count precede it.
@@ -23,13 +24,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .pruning import Plan, Pruner
+from ..methods.compress.base import Compressor
+from ..methods.extract.base import Planner
+from .plan import Plan, full_plan, structured_plan
 
 MAGIC = b"FPS1"
 _HEADER = struct.Struct("<4sBIId")
 _INDEX_HEAD = struct.Struct("<BI")
 KINDS = ("none", "structured", "unstructured")
-GROUPS = ("conv1", "conv2", "fc1")
+FLOAT32 = Compressor()  # the dense float32 codec (broadcasts, uncompressed updates)
 
 
 class WireError(ValueError):
@@ -71,25 +74,24 @@ def _decode_index_set(buf: memoryview, at: int, n: int) -> tuple[Optional[np.nda
 
 
 def encode(plan: Plan, client_id: int, num_samples: int, values: torch.Tensor,
-           positions: Optional[torch.Tensor] = None) -> bytes:
-    """Encode values at `positions` (sorted, within plan.coords; None = all of them)."""
-    parts = [_HEADER.pack(MAGIC, KINDS.index(plan.kind), client_id, num_samples, plan.ratio)]
+           positions: Optional[torch.Tensor] = None, payloads: Optional[list[bytes]] = None,
+           codec: int = 0) -> bytes:
+    """Encode values at `positions` (sorted, within plan.coords; None = all of them); a
+    compression method's own per-tensor value bytes replace the float32 values."""
+    kind = KINDS.index(plan.kind) | (codec << 2)
+    parts = [_HEADER.pack(MAGIC, kind, client_id, num_samples, plan.ratio)]
     if plan.kind == "structured":
-        for group in GROUPS:
-            parts.append(_encode_index_set(plan.keep[group].cpu().numpy(),
-                                           plan.full_widths[group]))
+        for group, width in plan.full_widths.items():
+            parts.append(_encode_index_set(plan.keep[group].cpu().numpy(), width))
     vals = values.detach().to("cpu", torch.float32).numpy()
     pos = None if positions is None else positions.cpu().numpy()
     bounds = np.cumsum([0, *plan.segments])
-    cut = None if pos is None else np.searchsorted(pos, bounds)
+    cut = bounds if pos is None else np.searchsorted(pos, bounds)
     for i, n in enumerate(plan.segments):
-        if pos is None:
-            local, seg_vals = None, vals[bounds[i]:bounds[i + 1]]
-        else:
-            local = pos[cut[i]:cut[i + 1]] - bounds[i]
-            seg_vals = vals[cut[i]:cut[i + 1]]
+        local = None if pos is None else pos[cut[i]:cut[i + 1]] - bounds[i]
         parts.append(_encode_index_set(local, n))
-        parts.append(seg_vals.astype("<f4").tobytes())
+        parts.append(vals[cut[i]:cut[i + 1]].astype("<f4").tobytes() if payloads is None
+                     else payloads[i])
     return b"".join(parts)
 
 
@@ -102,24 +104,33 @@ class Decoded:
     values: torch.Tensor
 
 
-def decode(message: bytes, pruner: Pruner, device="cpu") -> Decoded:
-    """Rebuild the plan from the message and the round's global model; read the values."""
+def _read_plan(buf: memoryview, kind: str, ratio: float, planner: Planner) -> tuple[Plan, int]:
+    at = _HEADER.size
+    if kind == "structured":
+        keep = {}
+        for group, width in planner.layout.spec.widths.items():
+            idx, at = _decode_index_set(buf, at, width)
+            keep[group] = (torch.arange(width) if idx is None
+                           else torch.as_tensor(idx)).to(planner.device)
+        return structured_plan(planner.layout, keep, ratio), at
+    if kind == "unstructured":
+        return planner.plan(ratio), at
+    return full_plan(planner.layout, planner.device), at
+
+
+def decode(message: bytes, planner: Planner, device="cpu",
+           compressor: Compressor = FLOAT32) -> Decoded:
+    """Rebuild the plan from the message and the round's planner; read the values with the
+    compression method's codec."""
     buf = memoryview(message)
-    magic, kind, client_id, num_samples, ratio = _HEADER.unpack_from(buf, 0)
+    magic, kind_byte, client_id, num_samples, ratio = _HEADER.unpack_from(buf, 0)
+    kind, codec = kind_byte & 3, kind_byte >> 2
     if magic != MAGIC or kind >= len(KINDS):
         raise WireError("not a FedPrune-Sparse update message")
-    at = _HEADER.size
-    if KINDS[kind] == "structured":
-        keep = {}
-        for group in GROUPS:
-            width = pruner.full_widths[group]
-            idx, at = _decode_index_set(buf, at, width)
-            keep[group] = torch.arange(width) if idx is None else torch.as_tensor(idx)
-        plan = pruner.plan_from_keep({g: k.to(pruner.device) for g, k in keep.items()}, ratio)
-    elif KINDS[kind] == "unstructured":
-        plan = pruner.plan(ratio)
-    else:
-        plan = pruner.full_plan()
+    if codec != compressor.codec:
+        raise WireError(f"values encoded with codec {codec}, this run decodes codec "
+                        f"{compressor.codec}")
+    plan, at = _read_plan(buf, KINDS[kind], ratio, planner)
     if plan.kind != KINDS[kind]:
         raise WireError(f"a {KINDS[kind]} update does not fit this run ({plan.kind})")
     coords_np = plan.coords.cpu().numpy()
@@ -127,9 +138,8 @@ def decode(message: bytes, pruner: Pruner, device="cpu") -> Decoded:
     picked, values = [], []
     for i, n in enumerate(plan.segments):
         local, at = _decode_index_set(buf, at, n)
-        count = n if local is None else len(local)
-        values.append(np.frombuffer(buf, "<f4", count, at))
-        at += 4 * count
+        seg_values, at = compressor.decode_values(buf, at, n if local is None else len(local))
+        values.append(seg_values)
         seg = coords_np[bounds[i]:bounds[i + 1]]
         picked.append(seg if local is None else seg[local])
     if at != len(message):

@@ -23,10 +23,11 @@ import torch
 from ..config import ConfigError, ExperimentConfig, experiment_differences
 
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
+CLIENT_STATES = "client_states.f32"  # residuals of an unfinished run (fl/store.py)
 FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_curve.png",
-           "experiment_dashboard.png", "partition.png")
-ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "partition.csv", "run.log", SUMMARY,
-             "final_model.pt", CHECKPOINT, *FIGURES)
+           "experiment_dashboard.png", "partition.png", "class_recall.png", "width_accuracy.png")
+ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv", "run.log", SUMMARY,
+             "final_model.pt", CHECKPOINT, CLIENT_STATES, *FIGURES)
 
 
 class RunExistsError(FileExistsError):
@@ -134,8 +135,8 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def write_csv(rows: list[dict], path: Path) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
+def write_csv(rows: list[dict], path: Path, columns=None) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
     write_atomic(path, frame.to_csv(index=False))
     return frame
 

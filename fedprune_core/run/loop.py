@@ -1,15 +1,16 @@
 """The round loop: sampling, local updates, aggregation, evaluation, metrics, checkpoints.
 
-One round is a function of the state the loop owns (the global vector and each client's
-`ClientState`); every random draw comes from a named stream keyed by (seed, round, client),
-so an interrupted run resumed from its checkpoint ends with the same numbers.
+A round is a function of the state (fl/round.py); the loop owns the ServerState between rounds
+and saves it, whole, as the checkpoint after every round. Every random draw comes from a named
+stream keyed by (seed, round, client), so a resumed run ends with the same numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,18 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import artifacts, plots
-from ..fl import server
-from ..fl.client import ClientState, DivergenceError, local_update
+from . import artifacts, plots, summary
 from ..config import ExperimentConfig, check_device
-from ..data.loading import TensorDataset, class_counts, load_dataset, partition, resolve_data_root, subsample
-from ..data.catalog import DATASETS
-from ..models.layers import ModelShape, ParamLayout, init_flat_params
-from ..fl.pruning import Pruner, initial_ratios, kept_units, online_ratio
-from ..rng import torch_generator
-from ..fl.systems import auto_deadline, make_profiles
-
-MB = 1e6
+from ..data.loading import resolve_data_root
+from ..fl.round import run_round
+from ..fl.store import FileStore
+from ..fl.training import DivergenceError
+from .federation import Federation, build_federation, cohort, initial_state
+from .summary import MB
 
 
 @dataclass
@@ -37,52 +34,6 @@ class RunResult:
     metrics: pd.DataFrame
     clients: pd.DataFrame
     summary: dict
-
-
-@dataclass
-class Federation:
-    """What a run is set up with before its first round."""
-
-    cfg: ExperimentConfig
-    client_data: list[TensorDataset]
-    test: TensorDataset
-    counts: np.ndarray  # [client, class] partition table
-    shape: ModelShape
-    layout: ParamLayout
-    profiles: list
-    deadline: float
-
-
-def sample_clients(cfg: ExperimentConfig, round_idx: int) -> list[int]:
-    perm = torch.randperm(cfg.num_clients, generator=torch_generator(cfg.seed, "sampling",
-                                                                     round_idx))
-    return sorted(perm[: cfg.clients_per_round].tolist())
-
-
-def setup(cfg: ExperimentConfig) -> Federation:
-    info = DATASETS[cfg.dataset]
-    train, test = load_dataset(cfg.dataset, cfg.data_root)
-    device = torch.device(cfg.device)
-    keep = subsample(train.labels, cfg.data_fraction, cfg.seed)
-    parts = partition(train.labels[keep], cfg.partition, cfg.num_clients, cfg.seed,
-                      classes_per_client=cfg.classes_per_client, alpha=cfg.dirichlet_alpha)
-    parts = [keep[p] for p in parts]
-    client_data = [TensorDataset(train.images[p].to(device), train.labels[p].to(device))
-                   for p in parts]
-    shape = ModelShape.for_dataset(info)
-    layout = ParamLayout(shape)
-    profiles = make_profiles(cfg)
-    deadline = cfg.round_deadline_sec
-    if deadline is None:
-        ratio = cfg.pruning_ratio if cfg.pruning else 0.0
-        base = shape
-        if cfg.pruning and cfg.pruning_mode == "structured":
-            base = shape.with_widths({g: kept_units(w, ratio) for g, w in shape.width_of.items()})
-        deadline = auto_deadline(profiles, [len(p) for p in parts],
-                                 base.train_flops_per_sample(), ParamLayout(base).size, cfg)
-    test = TensorDataset(test.images.to(device), test.labels.to(device))
-    return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
-                      shape, layout, profiles, deadline)
 
 
 def run_experiment(cfg: ExperimentConfig,
@@ -129,46 +80,38 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
     wall_start = time.perf_counter()
     log.info(f"FedPrune-Sparse run '{cfg.run_name}': {cfg.method_label} on {cfg.dataset} "
              f"(data root {resolve_data_root(cfg.data_root).resolve()}), device {cfg.device}")
-    fed = setup(cfg)
+    fed = build_federation(cfg)
     if checkpoint is None:
         artifacts.write_config(cfg, run_dir, deadline_sec=fed.deadline)
         artifacts.write_csv(_partition_rows(fed.counts), run_dir / "partition.csv")
         plots.partition_figure(fed.counts, run_dir / "partition.png")
     _log_setup(log, fed)
 
-    global_flat = init_flat_params(fed.shape, cfg.seed).to(cfg.device)
-    ratios = initial_ratios(np.array([p.strength for p in fed.profiles]), cfg)
-    states = [ClientState(float(r)) for r in ratios]
-    metric_rows: list[dict] = []
-    client_rows: list[dict] = []
-    start_round, elapsed_before = 1, 0.0
-    if checkpoint is not None:
-        global_flat = checkpoint["global"].to(cfg.device)
-        for state, (ratio, residual) in zip(states, checkpoint["clients"]):
-            state.ratio = ratio
-            state.residual = None if residual is None else residual.to(cfg.device)
-        metric_rows, client_rows = checkpoint["metrics"], checkpoint["client_rows"]
-        start_round, elapsed_before = checkpoint["round"] + 1, checkpoint["elapsed_sec"]
-        log.info(f"Resuming after round {checkpoint['round']} of {cfg.rounds}")
+    store = FileStore(run_dir / artifacts.CLIENT_STATES, cfg.num_clients, fed.layout.size)
+    state, history, elapsed_before = initial_state(fed, store), History(), 0.0
+    if checkpoint is not None:  # replay the last round's client changes (idempotent)
+        state, history = checkpoint["state"].to(cfg.device), checkpoint["history"]
+        state = state.replace(clients=state.clients.with_store(store).commit())
+        elapsed_before = checkpoint["elapsed_sec"]
+        log.info(f"Resuming after round {state.round} of {cfg.rounds}")
 
-    bar = _progress(cfg, start_round)
-    for r in range(start_round, cfg.rounds + 1):
+    bar = _progress(cfg, state.round + 1)
+    for r in range(state.round + 1, cfg.rounds + 1):
         round_start = time.perf_counter()
-        global_flat, row, rows = run_round(fed, r, global_flat, states, log)
+        state, rows = run_round(state, cohort(fed, r), fed.setup)
+        evaluation, diagnostics = summary.evaluate_round(fed, r, state, rows)
+        row = summary.round_row(fed, r, evaluation, rows, history.metrics)
         row["wall_time_sec"] = time.perf_counter() - round_start
         row["elapsed_sec"] = elapsed_before + time.perf_counter() - wall_start
-        _accumulate(row, metric_rows)
-        metric_rows.append(row)
-        client_rows.extend(rows)
-        _log_round(log, cfg, row)
-        artifacts.write_csv(metric_rows, run_dir / "metrics.csv")
-        artifacts.write_csv(client_rows, run_dir / "clients.csv")
-        artifacts.save_atomic({
-            "round": r, "config": cfg.science_dict(), "global": global_flat.cpu(),
-            "clients": [(s.ratio, None if s.residual is None else s.residual.cpu())
-                        for s in states],
-            "metrics": metric_rows, "client_rows": client_rows,
-            "elapsed_sec": row["elapsed_sec"]}, run_dir / artifacts.CHECKPOINT)
+        history.add(row, rows, diagnostics)
+        _log_round(log, cfg, row, rows)
+        history.write(run_dir)
+        # the checkpoint holds the global state and the clients this round changed; only then
+        # are those changes written to the store, so a kill anywhere resumes exactly
+        artifacts.save_atomic({"config": cfg.science_dict(), "state": state.to("cpu"),
+                               "history": history, "elapsed_sec": row["elapsed_sec"]},
+                              run_dir / artifacts.CHECKPOINT)
+        state = state.replace(clients=state.clients.commit())
         if bar is not None:
             bar.update(1)
             if not math.isnan(row["test_accuracy"]):
@@ -177,120 +120,49 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
             on_round_end(r, row)
     if bar is not None:
         bar.close()
-    return _finish(cfg, run_dir, fed, global_flat, metric_rows, client_rows, log)
+    return _finish(cfg, run_dir, fed, state, history, log)
 
 
-def run_round(fed: Federation, r: int, global_flat: torch.Tensor, states: list[ClientState],
-              log) -> tuple[torch.Tensor, dict, list[dict]]:
-    """One synchronous round; returns the new global vector, its metrics row, client rows."""
-    cfg = fed.cfg
-    pruner = Pruner(fed.layout, global_flat, cfg)
-    messages, rows = [], []
-    for cid in sample_clients(cfg, r):
-        state = states[cid]
-        down_plan = pruner.plan(state.ratio) if pruner.mode == "structured" else pruner.full_plan()
-        down = server.broadcast(global_flat, down_plan)
-        result = local_update(cid, r, down, pruner, state, fed.client_data[cid],
-                              DATASETS[cfg.dataset], fed.layout, cfg)
-        profile = fed.profiles[cid]
-        simulated = profile.time(result.train_flops, len(down), len(result.message))
-        messages.append(result.message)
-        rows.append({
-            "round": r, "client_id": cid, "num_samples": result.num_samples,
-            "pruning_ratio": state.ratio, "trained_params": len(result.plan.coords),
-            "sent_params": result.sent, "transmitted_ratio": result.sent / fed.layout.size,
-            "uplink_bytes": len(result.message), "downlink_bytes": len(down),
-            "train_flops": result.train_flops, "dense_train_flops": result.dense_train_flops,
-            "train_loss": result.train_loss, "update_time_sec": result.update_time_sec,
-            "simulated_time_sec": simulated, "compute_gflops": profile.compute_gflops,
-            "uplink_mbps": profile.uplink_mbps, "downlink_mbps": profile.downlink_mbps})
-        log.info(f"  round {r:3d} client {cid:3d} | ratio {state.ratio:.2f} | "
-                 f"samples {result.num_samples:5d} | loss {result.train_loss:.4f} | sent "
-                 f"{result.sent:,}/{len(result.plan.coords):,} coords | up "
-                 f"{len(result.message) / 1e3:,.1f} kB | down {len(down) / 1e3:,.1f} kB | "
-                 f"{result.update_time_sec:.2f} s (simulated {simulated:.2f} s)",
-                 extra={"client": True})
-        if cfg.pruning and cfg.adaptive_ratio_online:
-            state.ratio = online_ratio(state.ratio, simulated, fed.deadline, cfg)
+@dataclass
+class History:
+    """The rows written so far: metrics.csv, clients.csv, diagnostics.csv."""
 
-    global_flat = server.aggregate(global_flat, messages, pruner, cfg.aggregation_weights,
-                                   cfg.server_lr)
-    if not torch.isfinite(global_flat).all():
-        raise DivergenceError(f"round {r}: the global model has NaN/inf weights")
-    accuracy = loss = float("nan")
-    eval_time = 0.0
-    if r % cfg.eval_every == 0 or r == cfg.rounds:
-        eval_start = time.perf_counter()
-        accuracy, loss = server.evaluate(global_flat, fed.shape, fed.test,
-                                         DATASETS[cfg.dataset], cfg.eval_batch_size)
-        eval_time = time.perf_counter() - eval_start
-        if not math.isfinite(loss):
-            raise DivergenceError(f"round {r}: test loss is {loss}")
-    frame = pd.DataFrame(rows)
-    row = {
-        "round": r, "test_accuracy": accuracy, "test_loss": loss,
-        "train_loss": float(np.average(frame.train_loss, weights=frame.num_samples)),
-        "avg_transmitted_ratio": frame.transmitted_ratio.mean(),
-        "avg_pruning_ratio": frame.pruning_ratio.mean(),
-        "avg_round_time_sec": frame.update_time_sec.mean(),
-        "uplink_bytes": int(frame.uplink_bytes.sum()),
-        "uplink_dense_bytes": 4 * fed.layout.size * len(frame),
-        "downlink_bytes": int(frame.downlink_bytes.sum()),
-        "client_train_flops": int(frame.train_flops.sum()),
-        "dense_client_train_flops": int(frame.dense_train_flops.sum()),
-        "simulated_round_time_sec": frame.simulated_time_sec.max(),
-        "eval_time_sec": eval_time, "num_clients_selected": len(frame)}
-    return global_flat, row, rows
+    metrics: list[dict] = field(default_factory=list)
+    clients: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
+
+    def add(self, row: dict, client_rows: list[dict], diagnostic_rows: list[dict]) -> None:
+        self.metrics.append(row)
+        self.clients.extend(client_rows)
+        self.diagnostics.extend(diagnostic_rows)
+
+    def write(self, run_dir: Path) -> None:
+        artifacts.write_csv(self.metrics, run_dir / "metrics.csv")
+        artifacts.write_csv(self.clients, run_dir / "clients.csv")
+        artifacts.write_csv(self.diagnostics, run_dir / "diagnostics.csv",
+                            columns=("round", "metric", "key", "value"))
 
 
-def _accumulate(row: dict, previous: list[dict]) -> None:
-    last = previous[-1] if previous else {}
-    for name, source in (("cumulative_uplink_bytes", "uplink_bytes"),
-                         ("cumulative_downlink_bytes", "downlink_bytes"),
-                         ("cumulative_client_train_flops", "client_train_flops"),
-                         ("cumulative_dense_client_train_flops", "dense_client_train_flops"),
-                         ("cumulative_simulated_time_sec", "simulated_round_time_sec")):
-        row[name] = last.get(name, 0) + row[source]
-
-
-def _finish(cfg, run_dir, fed, global_flat, metric_rows, client_rows, log) -> RunResult:
-    metrics = pd.DataFrame(metric_rows)
+def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
+    metrics, clients = pd.DataFrame(history.metrics), pd.DataFrame(history.clients)
+    params = state.evaluated_params()
     torch.save({"state_dict": {s.name: v.cpu().clone() for s, v in
-                               zip(fed.layout, fed.layout.views(global_flat).values())},
-                "model_shape": fed.shape.__dict__, "config": cfg.to_dict()},
+                               zip(fed.layout, fed.layout.views(params).values())},
+                "model": dataclasses.asdict(fed.layout.spec), "config": cfg.to_dict()},
                run_dir / "final_model.pt")
     figures = plots.run_figures(metrics, run_dir, cfg.method_label)
-    evaluated = metrics.dropna(subset=["test_accuracy"])
-    best = evaluated.loc[evaluated.test_accuracy.idxmax()]
-    last = metrics.iloc[-1]
-    summary = {
-        "run_name": cfg.run_name, "label": cfg.method_label, "dataset": cfg.dataset,
-        "seed": cfg.seed, "rounds_completed": int(last["round"]),
-        "final_test_accuracy": float(last.test_accuracy),
-        "final_test_loss": float(last.test_loss),
-        "best_test_accuracy": float(best.test_accuracy), "best_round": int(best["round"]),
-        "total_uplink_mb": float(last.cumulative_uplink_bytes / MB),
-        "total_uplink_dense_mb": float(metrics.uplink_dense_bytes.sum() / MB),
-        "compression_x": float(metrics.uplink_dense_bytes.sum() / last.cumulative_uplink_bytes),
-        "total_downlink_mb": float(last.cumulative_downlink_bytes / MB),
-        "total_client_train_gflops": float(last.cumulative_client_train_flops / 1e9),
-        "total_dense_client_train_gflops": float(last.cumulative_dense_client_train_flops / 1e9),
-        "flop_saving_pct": float(100 * (1 - last.cumulative_client_train_flops
-                                        / last.cumulative_dense_client_train_flops)),
-        "wall_time_sec": float(last.elapsed_sec),
-        "simulated_time_sec": float(last.cumulative_simulated_time_sec),
-        "artifacts": {name: str(run_dir / name) for name in (
-            "config.json", "metrics.csv", "clients.csv", "partition.csv", "run.log",
-            "final_model.pt", *(f"{k}.png" for k in figures), "partition.png")},
-    }
-    log.info(f"Finished: final accuracy {summary['final_test_accuracy']:.2f}% (best "
-             f"{summary['best_test_accuracy']:.2f}% at round {summary['best_round']}), uplink "
-             f"{summary['total_uplink_mb']:.2f} MB ({summary['compression_x']:.1f}x less than "
-             f"dense), client FLOPs saved {summary['flop_saving_pct']:.1f}%, wall time "
-             f"{summary['wall_time_sec']:.1f} s. Artifacts in {run_dir}")
-    artifacts.write_summary(summary, run_dir)  # last: marks the run finished
+    figures.update(plots.diagnostics_figures(pd.DataFrame(
+        history.diagnostics, columns=["round", "metric", "key", "value"]), run_dir,
+        cfg.method_label))
+    result = summary.summary(fed, state, metrics, clients)
+    result["artifacts"] = {name: str(run_dir / name) for name in (
+        "config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv",
+        "run.log", "final_model.pt", *(f"{k}.png" for k in figures), "partition.png")}
+    log.info(summary.finished_line(result) + f" Artifacts in {run_dir}")
+    artifacts.write_summary(result, run_dir)  # last: marks the run finished
     (run_dir / artifacts.CHECKPOINT).unlink(missing_ok=True)
-    return RunResult(run_dir, metrics, pd.DataFrame(client_rows), summary)
+    (run_dir / artifacts.CLIENT_STATES).unlink(missing_ok=True)
+    return RunResult(run_dir, metrics, clients, result)
 
 
 def _partition_rows(counts: np.ndarray) -> list[dict]:
@@ -309,7 +181,14 @@ def _log_setup(log, fed: Federation) -> None:
                  extra={"client": True})
 
 
-def _log_round(log, cfg, row: dict) -> None:
+def _log_round(log, cfg, row: dict, rows: list[dict]) -> None:
+    for c in rows:
+        log.info(f"  round {c['round']:3d} client {c['client_id']:3d} | ratio "
+                 f"{c['pruning_ratio']:.2f} | samples {c['num_samples']:5d} | loss "
+                 f"{c['train_loss']:.4f} | sent {c['sent_params']:,}/{c['trained_params']:,} "
+                 f"coords | up {c['uplink_bytes'] / 1e3:,.1f} kB | down "
+                 f"{c['downlink_bytes'] / 1e3:,.1f} kB | {c['update_time_sec']:.2f} s "
+                 f"(simulated {c['simulated_time_sec']:.2f} s)", extra={"client": True})
     acc = ("not evaluated" if math.isnan(row["test_accuracy"]) else
            f"acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}")
     log.info(f"Round {row['round']:3d}/{cfg.rounds} | {acc} | train loss "
@@ -331,4 +210,4 @@ def _progress(cfg, start_round: int):
 
 def describe_partition(cfg: ExperimentConfig) -> pd.DataFrame:
     """Samples per class on each client, as the run will partition them."""
-    return pd.DataFrame(_partition_rows(setup(cfg).counts)).set_index("client_id")
+    return pd.DataFrame(_partition_rows(build_federation(cfg).counts)).set_index("client_id")

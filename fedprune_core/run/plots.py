@@ -106,3 +106,43 @@ def run_figures(metrics: pd.DataFrame, run_dir: Path, title: str = "") -> dict[s
     fig.savefig(run_dir / "experiment_dashboard.png", dpi=DPI)
     out["experiment_dashboard"] = run_dir / "experiment_dashboard.png"
     return out
+
+
+def diagnostics_figures(diagnostics: pd.DataFrame, run_dir: Path,
+                        title: str = "") -> dict[str, Path]:
+    """class_recall.png (recall per class over rounds, a heatmap) and, for structured runs,
+    width_accuracy.png (each used width's sub-model accuracy over rounds)."""
+    out = {}
+    recall = diagnostics[diagnostics.metric == "class_recall"].pivot(
+        index="key", columns="round", values="value")
+    if not recall.empty:
+        fig = Figure(figsize=(max(6, 0.3 * recall.shape[1] + 2), 4))
+        ax = fig.subplots()
+        image = ax.imshow(recall.values, aspect="auto", cmap="viridis", vmin=0, vmax=100)
+        ax.set_yticks(range(len(recall.index)), [str(int(k)) for k in recall.index])
+        step = max(1, len(recall.columns) // 20)
+        ax.set_xticks(range(0, len(recall.columns), step), recall.columns[::step])
+        ax.set(xlabel="Round", ylabel="Class", title="Recall per class of the global model (%)")
+        fig.colorbar(image, ax=ax)
+        out["class_recall"] = _save(fig, run_dir / "class_recall.png", title)
+    widths = diagnostics[diagnostics.metric == "width_accuracy"]
+    if not widths.empty:
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ratio, group in widths.groupby("key"):
+            ax.plot(group["round"], group["value"], marker="o", ms=2, label=f"{ratio:.2f}")
+        ax.set(xlabel="Round", ylabel="Test accuracy (%)",
+               title="Sub-model accuracy at each used pruning ratio")
+        ax.legend(title="ratio", fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+        ax.grid(alpha=0.3)
+        out["width_accuracy"] = _save(fig, run_dir / "width_accuracy.png", title)
+    return out
+
+
+def _save(fig: Figure, path: Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path

@@ -28,7 +28,8 @@ from ..config import ConfigError, ExperimentConfig
 MB = 1e6
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
 
-# The method dropdown stands for the two switches (pruning, sparsification).
+# The method dropdown says whether clients prune and whether they compress their updates;
+# off means pruning_mode / sparsify_method `none`.
 METHODS = {"FedAvg": (False, False), "Pruning only": (True, False),
            "Sparsification only": (False, True), "Hybrid": (True, True)}
 # Slider ranges (min, max, step); a number field is an integer >= 1 (seed: >= 0).
@@ -49,12 +50,13 @@ TABLE_FORMATS = {"accuracy (%)": "{:.2f}".format, "test loss": "{:.4f}".format,
                  "pruning ratio": "{:.2f}".format, "wall (s)": "{:.1f}".format}
 
 
-def method_of(pruning: bool, sparsification: bool) -> str:
-    return next(name for name, flags in METHODS.items() if flags == (pruning, sparsification))
+def method_of(pruning: bool, compression: bool) -> str:
+    return next(name for name, flags in METHODS.items() if flags == (pruning, compression))
 
 
 def config_from_controls(values: dict[str, Any]) -> ExperimentConfig:
-    """The config for the controls' values: `method` becomes the pruning/sparsification flags.
+    """The config for the controls' values: `method` off switches pruning_mode or
+    sparsify_method to `none`.
 
     Any other key is an ExperimentConfig field (validated and coerced by `from_dict`).
     """
@@ -63,7 +65,15 @@ def config_from_controls(values: dict[str, Any]) -> ExperimentConfig:
     if method is not None:
         if method not in METHODS:
             raise ConfigError(f"method: {method!r} is not allowed; allowed: {', '.join(METHODS)}")
-        values["pruning"], values["sparsification"] = METHODS[method]
+        pruning, compression = METHODS[method]
+        if not pruning:
+            values["pruning_mode"] = "none"
+        elif values.get("pruning_mode") == "none":
+            values["pruning_mode"] = FIELDS["pruning_mode"].default
+        if not compression:
+            values["sparsify_method"] = "none"
+        elif values.get("sparsify_method") == "none":
+            values["sparsify_method"] = FIELDS["sparsify_method"].default
     return ExperimentConfig.from_dict(values)
 
 
@@ -147,7 +157,7 @@ class Explorer(widgets.VBox):
     def __init__(self, results_dir: str | Path = "results", **defaults):
         # A wrong default fails here, not at the first click; values come back coerced.
         start = config_from_controls({**QUICK, **defaults, "results_dir": str(results_dir)})
-        start = {**start.to_dict(), "method": method_of(start.pruning, start.sparsification)}
+        start = {**start.to_dict(), "method": method_of(start.pruning, start.compression)}
         self.fixed = {k: v for k, v in start.items() if k not in CONTROLS}
         self.controls = {name: _control(name, start[name]) for name in CONTROLS}
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
@@ -197,7 +207,7 @@ class Explorer(widgets.VBox):
         """The Run button: validate, then run one experiment with a live figure."""
         # torch is heavy: imported when a run starts, not when the controls are built
         from ..run.artifacts import RunExistsError
-        from ..fl.client import DivergenceError
+        from ..fl.training import DivergenceError
         from ..data.loading import DataUnavailableError
         from ..run.loop import run_experiment
 

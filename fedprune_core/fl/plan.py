@@ -1,0 +1,76 @@
+"""What one client trains this round: a `Plan`.
+
+A plan names the local model (`spec`) and `coords`, the global flat positions of its trained
+coordinates in the local model's flatten order, split per tensor by `segments`. Everything
+downstream (delta, error feedback, selection, wire, aggregation) works on those coordinates.
+Structured plans also carry the kept units of each group (`keep`), unstructured plans their
+masks; the extraction methods in methods/extract decide which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..models.net import ParamLayout
+from ..models.table import ModelSpec, ParamSpec
+
+
+@dataclass
+class Plan:
+    kind: str  # "none" | "structured" | "unstructured"
+    ratio: float
+    spec: ModelSpec  # of the local model
+    coords: torch.Tensor  # int64 global flat positions, local flatten order
+    segments: list[int]  # how many coords fall in each tensor, layout order
+    keep: Optional[dict[str, torch.Tensor]] = None  # structured: kept unit indices per group
+    masks: Optional[dict[str, torch.Tensor]] = None  # unstructured: float masks, global shapes
+    full_widths: Optional[dict[str, int]] = None  # structured: the global model's widths
+
+
+def kept_units(width: int, ratio: float) -> int:
+    return max(1, int(round(width * (1.0 - ratio))))
+
+
+def full_plan(layout: ParamLayout, device="cpu") -> Plan:
+    """Every coordinate of the full model (no pruning; also the dense broadcast)."""
+    return Plan("none", 0.0, layout.spec, torch.arange(layout.size, device=device),
+                [s.numel for s in layout])
+
+
+def structured_plan(layout: ParamLayout, keep: dict[str, torch.Tensor], ratio: float) -> Plan:
+    """The sub-model keeping the given units of each group (the server rebuilds it from the
+    kept-unit lists on the wire)."""
+    spec = layout.spec
+    sub = spec.with_widths({g: len(idx) for g, idx in keep.items()})
+    index_of = {layer.name: i for i, layer in enumerate(spec.layers)}
+    coords, segments = [], []
+    for s in layout:
+        local = _sub_tensor_positions(s, index_of[s.layer], keep, spec)
+        coords.append(local + s.offset)
+        segments.append(len(local))
+    return Plan("structured", ratio, sub, torch.cat(coords), segments, keep=keep,
+                full_widths=spec.widths)
+
+
+def _sub_tensor_positions(s: ParamSpec, index: int, keep: dict[str, torch.Tensor],
+                          spec: ModelSpec) -> torch.Tensor:
+    """Flat positions, in the global tensor, of the sub-model tensor's elements (row-major)."""
+    device = next(iter(keep.values())).device
+    out_idx = keep[s.layer] if s.layer in keep else torch.arange(s.shape[0], device=device)
+    if not s.is_weight:
+        return out_idx
+    in_total, in_group = s.shape[1], spec.input_group(index)
+    if in_group is None:
+        in_idx = torch.arange(in_total, device=device)
+    else:  # each kept input unit brings unit_size features (a conv channel's map into fc1)
+        unit = spec.unit_size(index)
+        in_idx = (keep[in_group][:, None] * unit
+                  + torch.arange(unit, device=device)[None, :]).flatten()
+    per_unit = s.numel // (s.shape[0] * in_total)  # kernel elements of a conv, 1 for linear
+    inner = torch.arange(per_unit, device=device)
+    positions = (out_idx[:, None, None] * (in_total * per_unit)
+                 + in_idx[None, :, None] * per_unit + inner[None, None, :])
+    return positions.flatten()

@@ -1,0 +1,54 @@
+"""The federation's state across rounds, in one frozen object that is also the checkpoint.
+
+`ServerState` holds what round r + 1 needs from rounds 1..r: the global parameters, each
+client's own state (error-feedback residual, pruning ratio; see store.py for where residuals
+live), the aggregation method's state (e.g. FedAvgM's momentum) and which coordinates any client
+has trained so far. A round returns a new ServerState; nothing is mutated in place, so a saved
+state resumes to the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+if TYPE_CHECKING:
+    from .store import ClientStates
+
+
+@dataclass(frozen=True)
+class ClientState:
+    ratio: float
+    residual: Optional[torch.Tensor] = None  # global flat size; created on first use
+
+    def to(self, device) -> "ClientState":
+        return ClientState(self.ratio, None if self.residual is None
+                           else self.residual.to(device))
+
+
+@dataclass(frozen=True)
+class ServerState:
+    round: int  # rounds completed
+    params: torch.Tensor  # the global model, flat
+    clients: "ClientStates"  # fl.store: ratios, committed residuals, changed ones
+    aggregator: dict[str, torch.Tensor]  # the aggregation method's own state
+    trained: torch.Tensor  # bool per coordinate: trained by some client in some round
+
+    def replace(self, **changes) -> "ServerState":
+        return dataclasses.replace(self, **changes)
+
+    def evaluated_params(self) -> torch.Tensor:
+        """The global model as evaluated and saved: coordinates no client has trained yet are
+        zero, not their random initial values (a never-trained unit then outputs 0 and adds
+        nothing downstream, as if it were absent; with masked averaging such units otherwise
+        inject random features into every evaluation)."""
+        return torch.where(self.trained, self.params, torch.zeros((), device=self.params.device))
+
+    def to(self, device) -> "ServerState":
+        """The same state on another device (checkpoints are saved from the CPU)."""
+        return ServerState(self.round, self.params.to(device), self.clients.to(device),
+                           {k: v.to(device) for k, v in self.aggregator.items()},
+                           self.trained.to(device))

@@ -1,0 +1,1 @@
+"""Server aggregation: how the decoded updates become the next global model."""

@@ -1,0 +1,1 @@
+"""Sub-model and mask extraction: which coordinates a client trains."""

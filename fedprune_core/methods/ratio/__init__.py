@@ -1,0 +1,1 @@
+"""Pruning-ratio policies: each client's ratio at the start and after each of its rounds."""

@@ -1,0 +1,128 @@
+"""Everything a run is set up with before its first round: data, partition, model layout,
+client profiles, the round deadline, and the methods the configuration names.
+
+This is the one place where the configuration is turned into the federated core's inputs:
+each method gets only its own hyper-parameters (methods.registry.build).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import ExperimentConfig
+from ..data.catalog import DATASETS
+from ..data.loading import TensorDataset, class_counts, load_dataset, partition, subsample
+from ..fl.plan import kept_units
+from ..fl.round import ClientSlot, Cohort, RoundSetup
+from ..fl.state import ServerState
+from ..fl.store import ClientStates, MemoryStore
+from ..fl.systems import auto_deadline, make_profiles, round_times
+from ..fl.training import LocalTraining
+from ..methods import build
+from ..models.net import ParamLayout, init_flat_params
+from ..models.zoo import model_spec
+from ..rng import torch_generator
+
+
+@dataclass
+class Federation:
+    cfg: ExperimentConfig
+    client_data: list[TensorDataset]
+    test: TensorDataset
+    counts: np.ndarray  # [client, class] partition table
+    layout: ParamLayout
+    profiles: list
+    full_round_times: np.ndarray  # simulated seconds of a full-model round, per client
+    diagnostic_test: TensorDataset  # the subset the per-width accuracies use
+    setup: RoundSetup
+
+    @property
+    def deadline(self) -> float:
+        return self.setup.deadline
+
+
+def method_names(cfg: ExperimentConfig) -> dict[str, str]:
+    """The registered method of each kind that the configuration selects."""
+    extract = {"none": "none", "unstructured": "magnitude"}.get(cfg.pruning_mode,
+                                                               cfg.structured_selection)
+    ratio = ("none" if cfg.pruning_mode == "none" else "online" if cfg.adaptive_ratio_online
+             else "warm_start" if cfg.adaptive_ratio else "fixed")
+    return {"extract": extract, "compress": cfg.sparsify_method,
+            "aggregate": cfg.aggregation, "ratio": ratio}
+
+
+def build_federation(cfg: ExperimentConfig) -> Federation:
+    info = DATASETS[cfg.dataset]
+    train, test = load_dataset(cfg.dataset, cfg.data_root)
+    device = torch.device(cfg.device)
+    keep = subsample(train.labels, cfg.data_fraction, cfg.seed)
+    parts = partition(train.labels[keep], cfg.partition, cfg.num_clients, cfg.seed,
+                      classes_per_client=cfg.classes_per_client, alpha=cfg.dirichlet_alpha)
+    parts = [keep[p] for p in parts]
+    client_data = [TensorDataset(train.images[p].to(device), train.labels[p].to(device))
+                   for p in parts]
+    layout = ParamLayout(model_spec(cfg.model, info))
+    profiles = make_profiles(cfg)
+    samples = [len(p) for p in parts]
+    deadline = cfg.round_deadline_sec
+    if deadline is None:
+        deadline = _auto_deadline(cfg, layout, profiles, samples)
+    full_times = round_times(profiles, samples, layout.spec.train_flops_per_sample(),
+                             layout.size, cfg)
+    names = method_names(cfg)
+    setup = RoundSetup(
+        layout=layout, info=info, training=build_training(cfg),
+        extractor=build("extract", names["extract"], cfg),
+        compressor=build("compress", names["compress"], cfg),
+        aggregator=build("aggregate", names["aggregate"], cfg),
+        ratio_policy=build("ratio", names["ratio"], cfg),
+        error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline)
+    test = TensorDataset(test.images.to(device), test.labels.to(device))
+    return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
+                      layout, profiles, full_times, _diagnostic_subset(test, cfg), setup)
+
+
+def _diagnostic_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
+    if cfg.diagnostic_test_samples == 0 or cfg.diagnostic_test_samples >= len(test):
+        return test
+    keep = subsample(test.labels.cpu(), cfg.diagnostic_test_samples / len(test), cfg.seed)
+    keep = keep.to(test.labels.device)
+    return TensorDataset(test.images[keep], test.labels[keep])
+
+
+def build_training(cfg: ExperimentConfig) -> LocalTraining:
+    return LocalTraining(cfg.lr, cfg.momentum, cfg.local_epochs, cfg.batch_size)
+
+
+def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> float:
+    base = layout.spec
+    if cfg.pruning_mode == "structured":
+        base = base.with_widths({g: kept_units(w, cfg.pruning_ratio)
+                                 for g, w in base.widths.items()})
+    return auto_deadline(profiles, samples, base.train_flops_per_sample(),
+                         ParamLayout(base).size, cfg)
+
+
+def initial_state(fed: Federation, store=None) -> ServerState:
+    """Round 0; client residuals go to `store` (fl.store; default: in memory)."""
+    params = init_flat_params(fed.layout.spec, fed.cfg.seed).to(fed.cfg.device)
+    ratios = fed.setup.ratio_policy.initial(fed.full_round_times)
+    clients = ClientStates(tuple(float(r) for r in ratios), store or MemoryStore(),
+                           device=params.device)
+    return ServerState(0, params, clients,
+                       fed.setup.aggregator.init_state(params),
+                       torch.zeros(fed.layout.size, dtype=torch.bool, device=params.device))
+
+
+def sample_clients(cfg: ExperimentConfig, round_idx: int) -> list[int]:
+    perm = torch.randperm(cfg.num_clients, generator=torch_generator(cfg.seed, "sampling",
+                                                                     round_idx))
+    return sorted(perm[: cfg.clients_per_round].tolist())
+
+
+def cohort(fed: Federation, round_idx: int) -> Cohort:
+    return Cohort(round_idx, tuple(ClientSlot(cid, fed.client_data[cid], fed.profiles[cid])
+                                   for cid in sample_clients(fed.cfg, round_idx)))
