@@ -1,11 +1,12 @@
 """Cohort engine: the local SGD of all selected clients of a round as one batched computation.
 
-`client.train` runs one client after another; on a GPU one client's batch of 10-64 small
-images leaves the device nearly idle. Here the clients' parameters are stacked on a leading
-client dimension and every step runs `torch.func.vmap` over `functional_call` of one full-width
-template, so a step costs one batched forward/backward for the whole cohort.
+The sequential engine (`training.train` via fl/client.py `train_one`) runs one client after
+another; on a GPU one client's batch of 10-64 small images leaves the device nearly idle. Here
+the clients' parameters are stacked on a leading client dimension and every step runs
+`torch.func.vmap` over `functional_call` of one full-width template, so a step costs one batched
+forward/backward for the whole cohort.
 
-Equivalence with `client.train`, client by client:
+Equivalence with `training.train`, client by client:
 - each client draws its per-epoch permutations from its own generator with the same calls, so
   it sees the same batches in the same order, and its generator ends in the same state;
 - batches are padded to a common size with per-sample weights (a short last batch is the mean
@@ -19,12 +20,15 @@ have zero weights and biases, held there by its mask: a dropped unit outputs 0 a
 nothing, so the masked full-width model computes what the sub-model computes.
 
 On a CPU oneDNN's sequential convolutions are faster (see benchmarks/engines.py); this engine
-is for GPUs.
+is for GPUs (`engine: cohort`). `train_prepared` is the round's training step: it takes the
+clients fl/client.py `prepare`d and returns what `finish` needs, so both engines share every
+other step of the update.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,7 +38,9 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from ..data.catalog import DatasetInfo
 from ..data.loading import TensorDataset, normalize
-from .client import DivergenceError
+from ..models.net import TableNet
+from .client import Prepared, Trained, diverged
+from .training import DivergenceError
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,14 @@ class CohortJob:
         sub-model: zeros with the sub-model's parameters scattered in at `plan.coords`).
     mask: full-size float mask, 1 = trainable, 0 = held at zero; None = everything trains.
     data: the client's samples; generator: its batch-order stream (advanced as `train` does).
+    name: how a divergence names the job (default: its index).
     """
 
     init: torch.Tensor
     mask: Optional[torch.Tensor]
     data: TensorDataset
     generator: torch.Generator
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,52 @@ class _Schedule:
     steps: list[int]  # steps each client takes (its denominator of the mean loss)
 
 
+def train_prepared(setup, prepared: list[Prepared]) -> list[Trained]:
+    """The cohort engine's training step for a round's prepared clients (fl/client.py): one
+    `train_cohort` call, then each client's trained values read at its plan's coords.
+
+    Each client's `Trained.seconds` is the cohort's training time split evenly over its
+    clients, so a client's update_time_sec is that share plus its own prepare and finish."""
+    if not prepared:
+        return []
+    start = time.perf_counter()
+    hp = setup.training
+    jobs = [_job(setup, p) for p in prepared]
+    template = _template(setup.layout.spec)
+    try:
+        out = train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, hp.batch_size,
+                           setup.info)
+    except DivergenceError as err:
+        raise diverged(setup, prepared[0].round_idx, err) from None
+    share = (time.perf_counter() - start) / len(prepared)
+    return [Trained(flat[p.plan.coords], loss, share) for p, (flat, loss) in zip(prepared, out)]
+
+
+def _job(setup, p: Prepared) -> CohortJob:
+    """A prepared client in full-width coordinates: a structured sub-model is the full-width
+    model with zeros outside plan.coords, held there by its mask; an unstructured client is
+    masked by its plan's masks; a dense one has no mask."""
+    name = f"client {p.slot.client_id}"
+    if p.plan.kind == "structured":
+        init = torch.zeros(setup.layout.size, device=p.start.device)
+        mask = torch.zeros(setup.layout.size, device=p.start.device)
+        init[p.plan.coords], mask[p.plan.coords] = p.start, 1.0
+        return CohortJob(init, mask, p.slot.data, p.generator, name)
+    mask = None if p.masks is None else torch.cat([m.flatten() for m in p.masks])
+    return CohortJob(p.start, mask, p.slot.data, p.generator, name)
+
+
+def _template(spec) -> torch.nn.Module:
+    """The full-width network's structure only (`functional_call` swaps in every client's
+    parameters): built on the meta device, so it costs no memory and draws no random numbers."""
+    with torch.device("meta"):
+        return TableNet(spec)
+
+
 def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, momentum: float,
                  local_epochs: int, batch_size: int,
                  info: DatasetInfo) -> list[tuple[torch.Tensor, float]]:
-    """Local SGD of every job at once, equivalent to `client.train` on each job separately.
+    """Local SGD of every job at once, equivalent to `training.train` on each job separately.
 
     Args:
         template: a full-width model; only its structure is used (`functional_call` swaps in
@@ -107,7 +157,8 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
         active = schedule.active[t]
         params, buf = _sgd_step(params, grad, buf, mask, active[:, None], lr, momentum)
         total += torch.where(active, loss, 0.0)
-    return _results(params, total, schedule.steps)
+    return _results(params, total, schedule.steps,
+                    [job.name or f"job {k}" for k, job in enumerate(jobs)])
 
 
 def _parameter_spec(template: torch.nn.Module, size: int) -> tuple[list[str], list[tuple]]:
@@ -188,7 +239,7 @@ def _client_batches(job: CohortJob, local_epochs: int, batch_size: int,
     batches = math.ceil(n / batch_size)
     epochs = []
     for _ in range(local_epochs):
-        # The same call as client.train, so the generator advances identically.
+        # The same call as training.train, so the generator advances identically.
         order = torch.randperm(n, generator=job.generator).to(device)
         padded = torch.full((batches * batch_size,), -1, dtype=torch.int64, device=device)
         padded[:n] = order
@@ -196,10 +247,10 @@ def _client_batches(job: CohortJob, local_epochs: int, batch_size: int,
     return torch.cat(epochs)
 
 
-def _results(params: torch.Tensor, total: torch.Tensor,
-             steps: list[int]) -> list[tuple[torch.Tensor, float]]:
+def _results(params: torch.Tensor, total: torch.Tensor, steps: list[int],
+             names: list[str]) -> list[tuple[torch.Tensor, float]]:
     losses = total.tolist()  # the one host sync of the whole cohort
-    for k, value in enumerate(losses):
+    for name, value in zip(names, losses):
         if not math.isfinite(value):
-            raise DivergenceError(f"cohort job {k}: training loss became {value}")
+            raise DivergenceError(f"cohort {name}: training loss became {value}")
     return [(p, value / max(n, 1)) for p, n, value in zip(params.unbind(0), steps, losses)]
