@@ -1,6 +1,7 @@
-"""Samples/s of the two client-training engines: sequential `client.train`, one client after
-another, against the cohort engine (`fl.cohort.train_cohort`), all clients in one batched
-computation. `python benchmarks/engines.py [--quick]` prints JSON.
+"""Samples/s of the two client-training engines (`engine` in the configuration): sequential
+`training.train`, one client after another, against the cohort engine
+(`fl.cohort.train_cohort`), all clients in one batched computation.
+`python benchmarks/engines.py [--quick]` prints JSON.
 
 Per device (the CPU, and CUDA when torch sees it) and batch size (10 and 64): `clients` dense
 SimpleCNN clients with `samples` synthetic MNIST-shaped samples each train one local epoch
@@ -21,13 +22,15 @@ import torch
 from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.catalog import DATASETS
 from fedprune_core.data.loading import TensorDataset
-from fedprune_core.fl.client import train
 from fedprune_core.fl.cohort import CohortJob, train_cohort
-from fedprune_core.models.layers import ModelShape, SimpleCNN, init_flat_params, model_from_flat
+from fedprune_core.fl.training import LocalTraining, train
+from fedprune_core.models.net import TableNet, init_flat_params, model_from_flat
+from fedprune_core.models.zoo import model_spec
 from fedprune_core.rng import torch_generator
 
 INFO = DATASETS["mnist"]
-SHAPE = ModelShape.for_dataset(INFO)
+DEFAULT = ExperimentConfig()
+SPEC = model_spec(DEFAULT.model, INFO)  # the default model (SimpleCNN)
 
 
 def synthetic_clients(clients: int, samples: int, device: str) -> list[TensorDataset]:
@@ -52,22 +55,23 @@ def best_seconds(fn, repeats: int, device: str) -> float:
 def engine_rates(device: str, batch_size: int, clients: int, samples: int,
                  repeats: int) -> dict:
     """Samples/s of each engine on `device`, and cohort / sequential."""
-    cfg = ExperimentConfig(local_epochs=1, batch_size=batch_size)
+    hp = LocalTraining(lr=DEFAULT.lr, momentum=DEFAULT.momentum,
+                       local_epochs=1, batch_size=batch_size)
     datas = synthetic_clients(clients, samples, device)
-    start = init_flat_params(SHAPE, 0).to(device)
-    template = SimpleCNN(SHAPE).to(device)
+    start = init_flat_params(SPEC, 0).to(device)
+    template = TableNet(SPEC).to(device)
 
     def sequential():
         for k, data in enumerate(datas):
-            train(model_from_flat(SHAPE, start, device), data, INFO, cfg,
+            train(model_from_flat(SPEC, start, device), data, INFO, hp,
                   torch_generator(0, "batches", 0, k))
 
     def cohort():
         jobs = [CohortJob(start, None, data, torch_generator(0, "batches", 0, k))
                 for k, data in enumerate(datas)]
-        train_cohort(template, jobs, cfg.lr, cfg.momentum, cfg.local_epochs, batch_size, INFO)
+        train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, batch_size, INFO)
 
-    total = clients * samples * cfg.local_epochs
+    total = clients * samples * hp.local_epochs
     rates = {name: total / best_seconds(fn, repeats, device)
              for name, fn in (("sequential", sequential), ("cohort", cohort))}
     return {"sequential_samples_per_sec": rates["sequential"],
