@@ -119,6 +119,11 @@ class ExperimentConfig:
     # --- run --------------------------------------------------------------------------------
     seed: int = _p(0, "Seed for partition, sampling, initialisation and every random choice.")
     device: str = _p("cpu", "Device: cpu, cuda or cuda:N.")
+    engine: str = _p(
+        "sequential", "Local training engine: sequential trains the round's clients one after "
+        "another, each on its real sub-model (fastest on a CPU); cohort trains them all in one "
+        "batched computation (vmap; for GPUs, slower on a CPU). Results agree to float "
+        "tolerance, not bit for bit.", ("sequential", "cohort"))
     label: Optional[str] = _p(None, "Method label for tables and figures; default: derived.")
     results_dir: str = _p("./results", "Folder holding one sub-folder per run.", runtime=True)
     run_name: Optional[str] = _p(None, "Run sub-folder name; default: a timestamp.", runtime=True)

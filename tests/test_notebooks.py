@@ -150,8 +150,9 @@ def test_cli_executes_the_notebook_and_exports_a_code_free_html_report(cli_run):
     assert f"executed notebook: {notebook}" in proc.stdout and f"report: {report}" in proc.stdout
     text = report.read_text()
     assert "data:image/png;base64," in text  # figures embedded: the report stands alone
-    final = json.loads((run_dir / "summary.json").read_text())["final_test_accuracy"]
-    assert f"final {final:.2f}%" in text  # the Finished line: tail, then final accuracy
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"tail accuracy {summary['tail_test_accuracy']:.2f}%" in text  # the headline
+    assert f"final {summary['final_test_accuracy']:.2f}%" in text
     assert 'class="jp-InputArea-editor' not in text
     for cell in nbformat.read(EXPERIMENT_NOTEBOOK, as_version=4).cells:
         if cell.cell_type == "code":  # not one line of code reaches the report

@@ -1,5 +1,11 @@
-"""One local update, step by step: receive -> train -> delta -> error feedback + compression
--> encode. A client's state comes in and its new state goes out; nothing is mutated."""
+"""One local update, step by step: prepare (receive, plan, start values) -> train -> finish
+(delta, error feedback + compression, encode). A client's state comes in and its new state goes
+out; nothing is mutated.
+
+The steps are separate so that both training engines share everything but the training:
+`local_update` runs them for one client (the sequential engine); fl/cohort.py trains a whole
+cohort's prepared clients at once and hands each one's result to the same `finish`.
+"""
 
 from __future__ import annotations
 
@@ -31,13 +37,81 @@ class ClientResult:
     update_time_sec: float
 
 
+@dataclass
+class Prepared:
+    """A client ready to train: its plan and the local model's start values."""
+
+    slot: object  # fl.round.ClientSlot
+    round_idx: int
+    plan: Plan
+    start: torch.Tensor  # the local model's flat start values (plan.spec's flatten order)
+    masks: Optional[list[torch.Tensor]]  # unstructured: per tensor of the layout, global shapes
+    generator: torch.Generator  # the client's batch-order stream
+    state: ClientState
+    seconds: float  # wall time spent preparing
+
+    def start_at_coords(self) -> torch.Tensor:
+        """The start values at plan.coords (a structured sub-model's start is exactly that)."""
+        return self.start if self.plan.kind == "structured" else self.start[self.plan.coords]
+
+
+@dataclass
+class Trained:
+    values: torch.Tensor  # trained values at plan.coords
+    loss: float  # mean training loss over the client's steps
+    seconds: float  # wall time of this client's training (its share, in a cohort)
+
+
 def local_update(setup, slot, round_idx: int, broadcast: bytes, planner,
                  state: ClientState) -> tuple[ClientResult, ClientState]:
     """`setup` is the round's static side (fl.round.RoundSetup), `slot` the client."""
+    prepared = prepare(setup, slot, round_idx, broadcast, planner, state)
+    return finish(setup, prepared, train_one(setup, prepared))
+
+
+def prepare(setup, slot, round_idx: int, broadcast: bytes, planner,
+            state: ClientState) -> Prepared:
+    """Decode the broadcast and pick the plan: the structured sub-model comes on the wire,
+    an unstructured mask from the client's ratio; dense and unstructured start full-size."""
     start = time.perf_counter()
     received = wire.decode(broadcast, planner, slot.data.images.device)
     plan = received.plan if setup.extractor.kind != "unstructured" else planner.plan(state.ratio)
-    delta, loss = _train_delta(setup, slot, round_idx, received.values, plan)
+    masks = None
+    if plan.kind == "unstructured":
+        masks = [plan.masks[s.name] for s in setup.layout]
+    generator = torch_generator(setup.seed, "batches", round_idx, slot.client_id)
+    return Prepared(slot, round_idx, plan, received.values, masks, generator, state,
+                    time.perf_counter() - start)
+
+
+def train_one(setup, prepared: Prepared) -> Trained:
+    """Train the plan's real (sub-)model from the start values: the sequential engine."""
+    start = time.perf_counter()
+    plan, values = prepared.plan, prepared.start
+    model = model_from_flat(plan.spec, values, values.device)
+    try:
+        loss = train(model, prepared.slot.data, setup.info, setup.training, prepared.generator,
+                     prepared.masks)
+    except DivergenceError as err:
+        raise diverged(setup, prepared.round_idx,
+                       f"client {prepared.slot.client_id}: {err}") from None
+    local = flat_params(model)
+    if plan.kind != "structured":  # the sub-model's flatten order is the plan's coords order
+        local = local[plan.coords]
+    return Trained(local, loss, time.perf_counter() - start)
+
+
+def diverged(setup, round_idx: int, what) -> DivergenceError:
+    return DivergenceError(f"round {round_idx}, {what}. Lower lr (now {setup.training.lr}) "
+                           f"or check the data.")
+
+
+def finish(setup, prepared: Prepared, trained: Trained) -> tuple[ClientResult, ClientState]:
+    """The delta at the plan's coords -> error feedback + compression -> the message.
+    update_time_sec = preparing + training (or a cohort's share of it) + finishing."""
+    start = time.perf_counter()
+    slot, plan, state, round_idx = prepared.slot, prepared.plan, prepared.state, prepared.round_idx
+    delta = trained.values - prepared.start_at_coords()
     residual = _residual_at(setup, state, plan)
     combined = delta if residual is None else delta + residual
     out = setup.compressor.compress(combined, plan.segments, [s.kind for s in setup.layout],
@@ -48,31 +122,13 @@ def local_update(setup, slot, round_idx: int, broadcast: bytes, planner,
     message = wire.encode(plan, slot.client_id, len(slot.data), out.values, out.positions,
                           out.payloads, setup.compressor.codec)
     samples = len(slot.data) * setup.training.local_epochs
+    seconds = prepared.seconds + trained.seconds + time.perf_counter() - start
     return ClientResult(
         client_id=slot.client_id, message=message, plan=plan, num_samples=len(slot.data),
-        sent=len(out.values), train_loss=loss,
+        sent=len(out.values), train_loss=trained.loss,
         train_flops=plan.spec.train_flops_per_sample() * samples,
         dense_train_flops=setup.layout.spec.train_flops_per_sample() * samples,
-        update_time_sec=time.perf_counter() - start), state
-
-
-def _train_delta(setup, slot, round_idx: int, received: torch.Tensor,
-                 plan: Plan) -> tuple[torch.Tensor, float]:
-    """Train the plan's model from the received values; the delta at the plan's coords."""
-    model = model_from_flat(plan.spec, received, received.device)
-    masks = None
-    if plan.kind == "unstructured":
-        masks = [plan.masks[s.name] for s in setup.layout]
-    generator = torch_generator(setup.seed, "batches", round_idx, slot.client_id)
-    try:
-        loss = train(model, slot.data, setup.info, setup.training, generator, masks)
-    except DivergenceError as err:
-        raise DivergenceError(f"round {round_idx}, client {slot.client_id}: {err}. Lower lr "
-                              f"(now {setup.training.lr}) or check the data.") from None
-    local = flat_params(model)
-    if plan.kind == "structured":  # the sub-model's flatten order is the plan's coords order
-        return local - received, loss
-    return local[plan.coords] - received[plan.coords], loss
+        update_time_sec=seconds), state
 
 
 def _residual_at(setup, state: ClientState, plan: Plan) -> Optional[torch.Tensor]:

@@ -3,11 +3,16 @@
 No I/O: the loop around it (run/loop.py) samples the cohort, evaluates, logs and writes files.
 Data flows one way: global model -> each client's sub-model or mask -> local training ->
 delta -> error feedback + compression -> bytes -> decode -> aggregation -> new state.
+
+Local training runs on one of two engines (`setup.engine`): `sequential` trains the clients one
+after another, each on its real sub-model (the fastest way on a CPU); `cohort` trains the whole
+cohort in one batched computation (fl/cohort.py, for GPUs). Every other step is the same code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 
@@ -19,11 +24,15 @@ from ..methods.extract.base import Extractor
 from ..methods.ratio.base import RatioPolicy
 from ..models.net import ParamLayout
 from . import wire
-from .client import local_update
+from .client import ClientResult, finish, local_update, prepare
+from .cohort import train_prepared
 from .plan import full_plan
 from .state import ClientState, ServerState
 from .systems import ClientProfile
 from .training import DivergenceError, LocalTraining
+
+
+ENGINES = ("sequential", "cohort")
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,11 @@ class RoundSetup:
     error_feedback: bool
     seed: int
     deadline: float  # simulated seconds, for the ratio policy
+    engine: str = "sequential"  # local training: "sequential" or "cohort" (fl/cohort.py)
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r}; one of {', '.join(ENGINES)}")
 
 
 @dataclass(frozen=True)
@@ -60,15 +74,10 @@ def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
     """The next state and one diagnostics row per client of the cohort."""
     r, layout = cohort.round, setup.layout
     planner = setup.extractor.for_round(layout, state.params, r)
-    dense = full_plan(layout, state.params.device)
     changed, messages, rows = {}, [], []
-    for slot in cohort.clients:
-        client = state.clients[slot.client_id]
-        down_plan = planner.plan(client.ratio) if setup.extractor.kind == "structured" else dense
-        down = wire.encode(down_plan, 0, 0, state.params[down_plan.coords])
-        result, client = local_update(setup, slot, r, down, planner, client)
-        simulated = slot.profile.time(result.train_flops, len(down), len(result.message))
-        rows.append(_client_row(r, slot, client.ratio, result, len(down), simulated, layout))
+    for slot, down, result, client in client_updates(state, cohort, setup, planner):
+        simulated = slot.profile.time(result.train_flops, down, len(result.message))
+        rows.append(_client_row(r, slot, client.ratio, result, down, simulated, layout))
         changed[slot.client_id] = ClientState(
             setup.ratio_policy.next(client.ratio, simulated, setup.deadline), client.residual)
         messages.append(result.message)
@@ -79,6 +88,55 @@ def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
         raise DivergenceError(f"round {r}: the global model has NaN/inf weights")
     return ServerState(r, params, state.clients.replace(changed), aggregator,
                        state.trained | trained), rows
+
+
+_Update = tuple[ClientSlot, int, ClientResult, ClientState]  # slot, downlink bytes, result, state
+
+
+def client_updates(state: ServerState, cohort: Cohort, setup: RoundSetup,
+                   planner) -> Iterator[_Update]:
+    """Each client's broadcast, local update and new state, in cohort order, on the engine
+    `setup.engine` names (the two differ only in how local training runs)."""
+    engine = _sequential if setup.engine == "sequential" else _cohort
+    return engine(state, cohort, setup, planner)
+
+
+def _broadcaster(state: ServerState, setup: RoundSetup, planner) -> Callable[[float], bytes]:
+    """The global model as sent to a client of a given ratio: its structured sub-model, or
+    all of it."""
+    dense = full_plan(setup.layout, state.params.device)
+
+    def broadcast(ratio: float) -> bytes:
+        plan = planner.plan(ratio) if setup.extractor.kind == "structured" else dense
+        return wire.encode(plan, 0, 0, state.params[plan.coords])
+    return broadcast
+
+
+def _sequential(state: ServerState, cohort: Cohort, setup: RoundSetup,
+                planner) -> Iterator[_Update]:
+    """One client after another: each client's update is done before the next one starts."""
+    broadcast = _broadcaster(state, setup, planner)
+    for slot in cohort.clients:
+        client = state.clients[slot.client_id]
+        down = broadcast(client.ratio)
+        result, client = local_update(setup, slot, cohort.round, down, planner, client)
+        yield slot, len(down), result, client
+
+
+def _cohort(state: ServerState, cohort: Cohort, setup: RoundSetup,
+            planner) -> Iterator[_Update]:
+    """Every client prepared, the cohort trained in one batched computation, then every
+    client finished (the cohort's start values and old residuals are in memory at once)."""
+    broadcast = _broadcaster(state, setup, planner)
+    prepared, down_bytes = [], []
+    for slot in cohort.clients:
+        client = state.clients[slot.client_id]
+        down = broadcast(client.ratio)
+        down_bytes.append(len(down))
+        prepared.append(prepare(setup, slot, cohort.round, down, planner, client))
+    for p, down, trained in zip(prepared, down_bytes, train_prepared(setup, prepared)):
+        result, client = finish(setup, p, trained)
+        yield p.slot, down, result, client
 
 
 def _client_row(r: int, slot: ClientSlot, ratio: float, result, down_bytes: int,

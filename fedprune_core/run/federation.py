@@ -79,7 +79,8 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         compressor=build("compress", names["compress"], cfg),
         aggregator=build("aggregate", names["aggregate"], cfg),
         ratio_policy=build("ratio", names["ratio"], cfg),
-        error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline)
+        error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline,
+        engine=cfg.engine)
     test = TensorDataset(test.images.to(device), test.labels.to(device))
     return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
                       layout, profiles, full_times, _diagnostic_subset(test, cfg), setup)

@@ -1,0 +1,256 @@
+"""Cohort engine: the local SGD of all selected clients of a round as one batched computation.
+
+The sequential engine (`training.train` via fl/client.py `train_one`) runs one client after
+another; on a GPU one client's batch of 10-64 small images leaves the device nearly idle. Here
+the clients' parameters are stacked on a leading client dimension and every step runs
+`torch.func.vmap` over `functional_call` of one full-width template, so a step costs one batched
+forward/backward for the whole cohort.
+
+Equivalence with `training.train`, client by client:
+- each client draws its per-epoch permutations from its own generator with the same calls, so
+  it sees the same batches in the same order, and its generator ends in the same state;
+- batches are padded to a common size with per-sample weights (a short last batch is the mean
+  over its real samples), and a client with fewer batches sits out the cohort's extra steps
+  (parameters and momentum untouched);
+- SGD with momentum is written out as torch.optim.SGD computes it (buf = g on the first step,
+  then buf = momentum * buf + g; p -= lr * buf), with weights and gradients masked as `train`
+  masks them.
+A pruned sub-model (HeteroFL-style, Diao et al. 2021) is a full-width model whose dropped units
+have zero weights and biases, held there by its mask: a dropped unit outputs 0 and contributes
+nothing, so the masked full-width model computes what the sub-model computes.
+
+On a CPU oneDNN's sequential convolutions are faster (see benchmarks/engines.py); this engine
+is for GPUs (`engine: cohort`). `train_prepared` is the round's training step: it takes the
+clients fl/client.py `prepare`d and returns what `finish` needs, so both engines share every
+other step of the update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, vmap
+
+from ..data.catalog import DatasetInfo
+from ..data.loading import TensorDataset, normalize
+from ..models.net import TableNet
+from .client import Prepared, Trained, diverged
+from .training import DivergenceError
+
+
+@dataclass(frozen=True)
+class CohortJob:
+    """One client's local training, in full-width coordinates.
+
+    init: full-size flat float32 parameter vector the client starts from (for a structured
+        sub-model: zeros with the sub-model's parameters scattered in at `plan.coords`).
+    mask: full-size float mask, 1 = trainable, 0 = held at zero; None = everything trains.
+    data: the client's samples; generator: its batch-order stream (advanced as `train` does).
+    name: how a divergence names the job (default: its index).
+    """
+
+    init: torch.Tensor
+    mask: Optional[torch.Tensor]
+    data: TensorDataset
+    generator: torch.Generator
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Every step of the cohort: rows of the concatenated data, padded to a common batch size."""
+
+    index: torch.Tensor  # int64 [steps, clients, batch]: rows of the concatenated data
+    weight: torch.Tensor  # float32 [steps, clients, batch]: 1 = real sample, 0 = padding
+    active: torch.Tensor  # bool [steps, clients]: the client has a batch at this step
+    steps: list[int]  # steps each client takes (its denominator of the mean loss)
+
+
+def train_prepared(setup, prepared: list[Prepared]) -> list[Trained]:
+    """The cohort engine's training step for a round's prepared clients (fl/client.py): one
+    `train_cohort` call, then each client's trained values read at its plan's coords.
+
+    Each client's `Trained.seconds` is the cohort's training time split evenly over its
+    clients, so a client's update_time_sec is that share plus its own prepare and finish."""
+    if not prepared:
+        return []
+    start = time.perf_counter()
+    hp = setup.training
+    jobs = [_job(setup, p) for p in prepared]
+    template = _template(setup.layout.spec)
+    try:
+        out = train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, hp.batch_size,
+                           setup.info)
+    except DivergenceError as err:
+        raise diverged(setup, prepared[0].round_idx, err) from None
+    share = (time.perf_counter() - start) / len(prepared)
+    return [Trained(flat[p.plan.coords], loss, share) for p, (flat, loss) in zip(prepared, out)]
+
+
+def _job(setup, p: Prepared) -> CohortJob:
+    """A prepared client in full-width coordinates: a structured sub-model is the full-width
+    model with zeros outside plan.coords, held there by its mask; an unstructured client is
+    masked by its plan's masks; a dense one has no mask."""
+    name = f"client {p.slot.client_id}"
+    if p.plan.kind == "structured":
+        init = torch.zeros(setup.layout.size, device=p.start.device)
+        mask = torch.zeros(setup.layout.size, device=p.start.device)
+        init[p.plan.coords], mask[p.plan.coords] = p.start, 1.0
+        return CohortJob(init, mask, p.slot.data, p.generator, name)
+    mask = None if p.masks is None else torch.cat([m.flatten() for m in p.masks])
+    return CohortJob(p.start, mask, p.slot.data, p.generator, name)
+
+
+def _template(spec) -> torch.nn.Module:
+    """The full-width network's structure only (`functional_call` swaps in every client's
+    parameters): built on the meta device, so it costs no memory and draws no random numbers."""
+    with torch.device("meta"):
+        return TableNet(spec)
+
+
+def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, momentum: float,
+                 local_epochs: int, batch_size: int,
+                 info: DatasetInfo) -> list[tuple[torch.Tensor, float]]:
+    """Local SGD of every job at once, equivalent to `training.train` on each job separately.
+
+    Args:
+        template: a full-width model; only its structure is used (`functional_call` swaps in
+            each client's parameters). Its `named_parameters()` order is the flat order.
+        jobs: the clients to train; their data lives on the device of their `init` vectors.
+        lr, momentum, local_epochs, batch_size: as in `ExperimentConfig`.
+        info: the dataset's normalisation.
+
+    Returns:
+        Per job, in order: the trained full-size flat vector and the mean loss over its steps.
+
+    Raises:
+        DivergenceError: a job's loss became NaN or infinite (checked once, at the end: a
+            diverged client's NaNs stay in its own slice of the stack).
+
+    Memory: the cohort's samples are concatenated once (uint8); one padded batch of all
+    clients is normalised and run at a time.
+    """
+    if not jobs:
+        return []
+    device = jobs[0].init.device
+    names, shapes = _parameter_spec(template, jobs[0].init.numel())
+    images = torch.cat([job.data.images for job in jobs]).to(device)
+    labels = torch.cat([job.data.labels for job in jobs]).to(device)
+    schedule = _schedule(jobs, local_epochs, batch_size, device)
+    mask = _stacked_masks(jobs)
+    params = torch.stack([job.init.to(device, torch.float32) for job in jobs])
+    if mask is not None:
+        params.mul_(mask)
+    step_fn = vmap(grad_and_value(_weighted_loss(template)))
+    template.train()
+    buf, total = None, torch.zeros(len(jobs), device=device)
+    for t in range(len(schedule.active)):
+        index, weight = schedule.index[t], schedule.weight[t]
+        x = normalize(images[index.flatten()], info).reshape(*index.shape, *images.shape[1:])
+        grads, loss = step_fn(_unflatten(params, names, shapes), x, labels[index], weight)
+        grad = torch.cat([grads[n].flatten(1) for n in names], dim=1)
+        active = schedule.active[t]
+        params, buf = _sgd_step(params, grad, buf, mask, active[:, None], lr, momentum)
+        total += torch.where(active, loss, 0.0)
+    return _results(params, total, schedule.steps,
+                    [job.name or f"job {k}" for k, job in enumerate(jobs)])
+
+
+def _parameter_spec(template: torch.nn.Module, size: int) -> tuple[list[str], list[tuple]]:
+    names, shapes = zip(*[(n, tuple(p.shape)) for n, p in template.named_parameters()])
+    if sum(math.prod(s) for s in shapes) != size:
+        raise ValueError(f"the template has {sum(math.prod(s) for s in shapes)} parameters, "
+                         f"the jobs' flat vectors {size}")
+    return list(names), list(shapes)
+
+
+def _unflatten(params: torch.Tensor, names: list[str],
+               shapes: list[tuple]) -> dict[str, torch.Tensor]:
+    """[clients, size] -> {name: [clients, *shape]} views."""
+    pieces = params.split([math.prod(s) for s in shapes], dim=1)
+    return {n: p.view(len(params), *s) for n, p, s in zip(names, pieces, shapes)}
+
+
+def _weighted_loss(template: torch.nn.Module):
+    """One client's loss: cross entropy averaged over the real samples of its padded batch
+    (a client sitting out a step has no real samples, a zero loss and a zero gradient)."""
+    def loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             weight: torch.Tensor) -> torch.Tensor:
+        per_sample = F.cross_entropy(functional_call(template, params, (x,)), y,
+                                     reduction="none")
+        return (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
+    return loss
+
+
+def _sgd_step(params: torch.Tensor, grad: torch.Tensor, buf: Optional[torch.Tensor],
+              mask: Optional[torch.Tensor], active: torch.Tensor, lr: float,
+              momentum: float) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """torch.optim.SGD's update (no dampening, no weight decay, no Nesterov) on the stacked
+    parameters; inactive clients keep their parameters and momentum."""
+    if mask is not None:
+        grad = grad * mask
+    if momentum != 0.0:
+        # Every client that trains at all has a batch at step 0, so step 0 is everyone's first.
+        step = grad if buf is None else torch.where(active, buf * momentum + grad, buf)
+        buf = step
+    else:
+        step = grad
+    params = torch.where(active, params.add(step, alpha=-lr), params)
+    if mask is not None:
+        params = params * mask
+    return params, buf
+
+
+def _stacked_masks(jobs: list[CohortJob]) -> Optional[torch.Tensor]:
+    """[clients, size] float masks; None when no job has one (a job without one gets ones)."""
+    if all(job.mask is None for job in jobs):
+        return None
+    ones = torch.ones_like(jobs[0].init)
+    return torch.stack([ones if job.mask is None else job.mask.to(ones) for job in jobs])
+
+
+def _schedule(jobs: list[CohortJob], local_epochs: int, batch_size: int,
+              device: torch.device) -> _Schedule:
+    """Each client's batches, in `train`'s order, as rows of the concatenated data."""
+    rows, offset = [], 0
+    for job in jobs:
+        batches = _client_batches(job, local_epochs, batch_size, device)
+        rows.append(torch.where(batches >= 0, batches + offset, batches))
+        offset += len(job.data)
+    steps = [len(r) for r in rows]
+    table = torch.full((len(jobs), max(steps), batch_size), -1, dtype=torch.int64,
+                       device=device)
+    for k, r in enumerate(rows):
+        table[k, :len(r)] = r
+    table = table.transpose(0, 1)  # [steps, clients, batch]
+    real = table >= 0
+    return _Schedule(table.clamp(min=0), real.to(torch.float32), real.any(dim=2), steps)
+
+
+def _client_batches(job: CohortJob, local_epochs: int, batch_size: int,
+                    device: torch.device) -> torch.Tensor:
+    """[steps, batch_size] sample indices of one client; -1 pads a short batch."""
+    n = len(job.data)
+    batches = math.ceil(n / batch_size)
+    epochs = []
+    for _ in range(local_epochs):
+        # The same call as training.train, so the generator advances identically.
+        order = torch.randperm(n, generator=job.generator).to(device)
+        padded = torch.full((batches * batch_size,), -1, dtype=torch.int64, device=device)
+        padded[:n] = order
+        epochs.append(padded.view(batches, batch_size))
+    return torch.cat(epochs)
+
+
+def _results(params: torch.Tensor, total: torch.Tensor, steps: list[int],
+             names: list[str]) -> list[tuple[torch.Tensor, float]]:
+    losses = total.tolist()  # the one host sync of the whole cohort
+    for name, value in zip(names, losses):
+        if not math.isfinite(value):
+            raise DivergenceError(f"cohort {name}: training loss became {value}")
+    return [(p, value / max(n, 1)) for p, n, value in zip(params.unbind(0), steps, losses)]
