@@ -30,7 +30,7 @@ BATCH_FLAGS = --backend $(BACKEND) --jobs $(JOBS) --seeds $(SEEDS) --name $(BATC
 	$(if $(RESULTS),--results_dir $(RESULTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-deps ablations analysis report report-pdf pdf-deps lab bench \
+.PHONY: help venv run test test-deps ablations reproduce analysis report report-pdf pdf-deps lab bench \
 	notebooks \
 	strip-notebooks
 
@@ -39,6 +39,7 @@ help:
 	@echo "  make run          default hybrid experiment through papermill + its HTML report"
 	@echo "  make test         the test suite (real MNIST: set FEDPRUNE_DATA_ROOT)"
 	@echo "  make ablations    every params/ablations/*.yaml (ROUNDS= SEEDS= JOBS= FORCE=1 BACKEND=)"
+	@echo "  make reproduce    McMahan et al. 2017's non-IID MNIST CNN rows (params/reproduce/): hours"
 	@echo "  make analysis     dissertation figures and tables into results/analysis/"
 	@echo "  make report       HTML reports of the analysis and every run notebook"
 	@echo "  make report-pdf   the same as PDF (installs headless Chromium)"
@@ -68,6 +69,14 @@ test: $(STAMP) test-deps
 
 ablations: $(STAMP)
 	$(PY) -m fedprune_core batch run --params $(ABLATIONS) $(BATCH_FLAGS)
+
+# McMahan et al. 2017, Table 2 (params/reproduce/*.yaml), then the table beside the paper's in
+# results/reproduce/. Hours on a laptop CPU (README: "The published table, rerun").
+reproduce: BATCH = reproduce
+reproduce: $(STAMP)
+	$(PY) -m fedprune_core batch run --params params/reproduce/*.yaml $(BATCH_FLAGS)
+	$(PY) -c "from fedprune_core.analysis import write_reproduce; \
+		write_reproduce('$(or $(RESULTS),results)')"
 
 analysis: $(STAMP)
 	mkdir -p results/analysis

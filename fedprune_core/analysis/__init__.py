@@ -18,10 +18,11 @@ from .figures import (FIGURE_DPI, accuracy_curves, plot_accuracy_vs_flops,
                       plot_partition)
 from .loading import (BASELINE_LABEL, CONFIG_FIELDS, RunTable, label_order, load_runs,
                       resolve_results_dir, split_experiments)
+from .reproduce import reproduce_table, write_reproduce
 from .tables import (RUN_COLUMNS, STAT_COLUMNS, label_stats, mean_ci, method_table,
                      rounds_to_target, run_table, write_table)
 
-__all__ = ["BASELINE_LABEL", "CONFIG_FIELDS", "FIGURE_DPI", "RUN_COLUMNS", "STAT_COLUMNS",
+__all__ = ["reproduce_table", "write_reproduce", "BASELINE_LABEL", "CONFIG_FIELDS", "FIGURE_DPI", "RUN_COLUMNS", "STAT_COLUMNS",
            "RunTable", "accuracy_curves", "analyze", "label_order", "label_stats", "load_runs",
            "mean_ci", "method_table", "plot_accuracy_vs_flops", "plot_accuracy_vs_round",
            "plot_accuracy_vs_uplink", "plot_client_pruning", "plot_partition",

@@ -25,7 +25,8 @@ BASELINE_LABEL = "FedAvg"  # listed first in tables and legends when present
 
 # Config fields copied next to each run's summary, for tables and figure titles.
 CONFIG_FIELDS = ("dataset", "model", "partition", "rounds", "pruning_mode", "pruning_ratio",
-                 "sparsify_method", "sparsity_ratio", "error_feedback", "aggregation")
+                 "sparsify_method", "sparsity_ratio", "error_feedback", "aggregation",
+                 "local_epochs", "batch_size", "lr")
 
 
 @dataclass
