@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
-
 from .data.catalog import DATASETS
-from .models.zoo import MODELS, model_spec
+from .models.zoo import MODELS
 
 MODEL_NAMES = tuple(MODELS)
-# Parameters that were replaced, with what replaces them (old params files get a clear error).
-REPLACED = {"pruning": "pruning_mode: none (no pruning), structured or unstructured",
-            "sparsification": "sparsify_method: none (dense updates) or a compression method"}
 
 
 class ConfigError(ValueError):
@@ -137,6 +130,8 @@ class ExperimentConfig:
     num_threads: int = _p(0, "Torch intra-op threads (0 = all cores).", runtime=True)
 
     def __post_init__(self):
+        from .checks import validate  # checks.py reads the config; imported when first needed
+
         validate(self)
 
     # --- construction -----------------------------------------------------------------------
@@ -147,7 +142,9 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        _refuse_replaced(values)
+        from .params_files import refuse_replaced
+
+        refuse_replaced(values)
         unknown = sorted(k for k in values if k not in names and not k.startswith("_"))
         if unknown:
             raise ConfigError(
@@ -157,6 +154,8 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, *paths: str | Path, overrides: dict | None = None) -> "ExperimentConfig":
+        from .params_files import load_params_file
+
         merged: dict[str, Any] = {}
         for path in paths:
             merged.update(load_params_file(path))
@@ -261,206 +260,6 @@ def coerce_value(name: str, value: Any) -> Any:
     raise ConfigError(f"{name}: expected {kind}, got {value!r}")
 
 
-def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML parameter file; `extends: other.yaml` pulls shared settings in first.
-
-    Every way a file can be unusable is a ConfigError naming the file: missing, not text, not
-    valid YAML, empty (say `{}` to mean "all defaults"), not a mapping, an unknown parameter,
-    or an `extends:` chain that comes back to itself.
-    """
-    path = Path(path)
-    where = f" (named by extends: in {' -> '.join(map(str, _chain))})" if _chain else ""
-    if path.resolve() in [p.resolve() for p in _chain]:
-        cycle = " -> ".join(str(p) for p in (*_chain, path))
-        raise ConfigError(f"params file {path}: extends: cycle {cycle}; allowed: a chain of "
-                          f"files that ends")
-    if not path.is_file():
-        raise ConfigError(f"params file {path} does not exist{where}")
-    data = _parse_yaml(path)
-    if data is None:
-        raise ConfigError(f"params file {path} holds no parameters (empty, or only comments); "
-                          f"allowed: a mapping of parameter: value (write {{}} to run on the "
-                          f"defaults)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"params file {path}: expected a mapping of parameter: value, got "
-                          f"a {type(data).__name__}")
-    parents = data.pop("extends", None) or []
-    parents = [parents] if isinstance(parents, str) else parents
-    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-        raise ConfigError(f"params file {path}: extends: expected a file name or a list of "
-                          f"them, got {parents!r}")
-    merged: dict[str, Any] = {}
-    for parent in parents:
-        merged.update(load_params_file(path.parent / parent, (*_chain, path)))
-    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    _refuse_replaced(data, f"params file {path}: ")
-    unknown = sorted(str(k) for k in data if k not in names)
-    if unknown:
-        raise ConfigError(f"params file {path}: unknown parameter(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(names))}")
-    merged.update(data)
-    return merged
-
-
-def _refuse_replaced(values: dict, where: str = "") -> None:
-    for name in values:
-        if name in REPLACED:
-            raise ConfigError(f"{where}{name}: this parameter was replaced; use "
-                              f"{REPLACED[name]}")
-
-
-def _parse_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"params file {path} is not a text file; allowed: a YAML file of "
-                          f"parameter: value lines") from None
-    except OSError as err:
-        raise ConfigError(f"params file {path} cannot be read: {err.strerror}") from None
-    if "\0" in text:
-        raise ConfigError(f"params file {path} is not a text file; allowed: a YAML file of "
-                          f"parameter: value lines")
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"params file {path} is not valid YAML{at}: {problem}; allowed: "
-                          f"parameter: value lines, indented with spaces (not tabs)") from None
-
-
-def parse_yaml_value(name: str, text: str) -> Any:
-    """A value written as YAML (`--set key=value`), coerced to the parameter's type."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{name}: {text!r} is not a valid YAML value ({problem})") from None
-    return coerce_value(name, value)
-
-
-def validate(cfg: ExperimentConfig) -> None:
-    """Raise ConfigError for the first invalid value, before any data is loaded."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        choices = f.metadata["choices"]
-        if choices and value not in choices:
-            raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {', '.join(choices)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{f.name}: must be a finite number, got {value}")
-
-    def need(ok: bool, name: str, allowed: str):
-        if not ok:
-            raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not allowed; allowed: {allowed}")
-
-    for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
-                 "eval_every", "eval_batch_size", "tail_rounds"):
-        need(getattr(cfg, name) >= 1, name, "an integer >= 1")
-    need(cfg.clients_per_round <= cfg.num_clients, "clients_per_round",
-         f"1..num_clients ({cfg.num_clients})")
-    for name in ("pruning_ratio", "sparsity_ratio", "min_pruning_ratio", "max_pruning_ratio"):
-        need(0.0 <= getattr(cfg, name) < 1.0, name, "a number in [0, 1)")
-    need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
-         f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
-    if cfg.pruning_mode != "none" and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):
-        need(cfg.min_pruning_ratio <= cfg.pruning_ratio <= cfg.max_pruning_ratio, "pruning_ratio",
-             f"a number in [min_pruning_ratio, max_pruning_ratio] = "
-             f"[{cfg.min_pruning_ratio}, {cfg.max_pruning_ratio}] when ratios are adaptive")
-    need(0.0 < cfg.ratio_step < 1.0, "ratio_step", "a number in (0, 1)")
-    need(0.0 < cfg.data_fraction <= 1.0, "data_fraction", "a number in (0, 1]")
-    need(cfg.lr > 0, "lr", "a number > 0")
-    need(0.0 <= cfg.momentum < 1.0, "momentum", "a number in [0, 1)")
-    need(cfg.server_lr > 0, "server_lr", "a number > 0")
-    need(cfg.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
-    need(cfg.conv_cost > 0, "conv_cost", "a number > 0")
-    need(cfg.qsgd_levels >= 1, "qsgd_levels", "an integer >= 1")
-    need(cfg.diagnostic_test_samples >= 0, "diagnostic_test_samples",
-         "an integer >= 0 (0 = the whole test set)")
-    need(not (cfg.pruning_mode == "unstructured" and cfg.unstructured_contribution == "all"
-              and cfg.error_feedback and cfg.compression), "unstructured_contribution",
-         "kept when error feedback compresses updates: with 'all' every pruned weight sends -w, "
-         "which the residual would pile up round after round and which would take the k "
-         "budget; use error_feedback false (or sparsify_method none) to study 'all'")
-    need(0.0 <= cfg.server_momentum < 1.0, "server_momentum", "a number in [0, 1)")
-    need(cfg.fc_cost > 0, "fc_cost", "a number > 0")
-    for name in ("compute_gflops", "uplink_mbps", "downlink_mbps"):
-        need(getattr(cfg, name) > 0, name, "a number > 0")
-    need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")
-    need(cfg.round_deadline_sec is None or cfg.round_deadline_sec > 0, "round_deadline_sec",
-         "a number > 0, or null for the automatic deadline")
-    need(cfg.num_threads >= 0, "num_threads", "an integer >= 0 (0 = all cores)")
-    need(cfg.seed >= 0, "seed", "an integer >= 0")
-    num_classes = DATASETS[cfg.dataset].num_classes
-    need(1 <= cfg.classes_per_client <= num_classes, "classes_per_client",
-         f"1..{num_classes} (the classes of {cfg.dataset})")
-    need(not (cfg.sparsify_method == "cost_weighted" and cfg.sparsify_scope == "per_tensor"),
-         "sparsify_scope", "auto or model for cost_weighted (within one tensor every coordinate "
-         "costs the same, so cost weighting would equal topk)")
-    try:
-        model_spec(cfg.model, DATASETS[cfg.dataset])
-    except ValueError as err:
-        raise ConfigError(f"model: {cfg.model!r} does not fit {cfg.dataset} ({err}); allowed: "
-                          f"{', '.join(MODEL_NAMES)} with inputs it can take") from None
-    need(cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
-         "device", "cpu, cuda or cuda:N")
-    if cfg.run_name is not None:
-        check_folder_name(cfg.run_name, "run_name")
-    need(cfg.results_dir != "" and "\0" not in cfg.results_dir, "results_dir", "a folder path")
-    _check_enough_samples(cfg)
-
-
-# A run folder's name, with room left under the file system's 255-byte limit for the files
-# named after it (a batch's logs/<run_name>.log).
-MAX_NAME_BYTES = 200
-
-
-def check_folder_name(name: str, param: str) -> None:
-    """`name` must be one folder inside its parent: no separators, no `..`, not too long."""
-    allowed = (f"a folder name of 1 to {MAX_NAME_BYTES} bytes without path separators or "
-               f"control characters (not . or ..)")
-    if (name in ("", ".", "..") or "/" in name or "\\" in name
-            or any(ord(c) < 32 for c in name)):
-        raise ConfigError(f"{param}: {name!r} is not allowed; allowed: {allowed}")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise ConfigError(f"{param}: {len(name.encode('utf-8'))} bytes long, too long for a "
-                          f"folder name; allowed: {allowed}")
-
-
-def _check_enough_samples(cfg: ExperimentConfig) -> None:
-    """Every client needs data: catch `--data_fraction 0.001 --num_clients 1000` before loading
-    anything (the count is subsample()'s, per class, with classes taken as equally large)."""
-    info = DATASETS[cfg.dataset]
-    per_class = max(1, round(cfg.data_fraction * info.train_size / info.num_classes))
-    samples = per_class * info.num_classes
-    pieces = cfg.num_clients * (cfg.classes_per_client if cfg.partition == "shards" else 1)
-    if pieces > samples:
-        what = (f"{cfg.num_clients} clients x {cfg.classes_per_client} shards"
-                if cfg.partition == "shards" else f"{cfg.num_clients} clients")
-        raise ConfigError(
-            f"num_clients: {what} need at least {pieces} training samples, but data_fraction "
-            f"{cfg.data_fraction:g} of {cfg.dataset} leaves about {samples}; allowed: fewer "
-            f"clients or a larger data_fraction")
-
-
-def check_results_dir(results_dir: str) -> Path:
-    """The results folder must be a folder this process can write: checked (and created) before
-    any work, so a read-only or mistyped path is an error, not a traceback mid-run."""
-    path = Path(results_dir)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"results_dir: {results_dir} is a file; allowed: a folder (created "
-                          f"if missing)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"results_dir: {results_dir} is not a writable folder "
-                          f"({err.strerror}); allowed: a folder this user can write") from None
-    return path
-
-
 def experiment_params(source: "ExperimentConfig | Mapping[str, Any]") -> dict[str, Any]:
     """What makes two runs the same experiment: every parameter that decides the numbers (the
     fields not marked `runtime`), except `seed`, whose values are the experiment's repetitions.
@@ -505,16 +304,3 @@ def _derived_label(values: Mapping[str, Any]) -> Optional[str]:
         return None
 
 
-def check_device(device: str) -> None:
-    """A CUDA device must exist: say so before any data is loaded."""
-    if device == "cpu":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} is not available (torch sees no CUDA device "
-                          f"on this machine); allowed here: cpu")
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {device!r} does not exist; allowed: cpu, "
-                          + ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count())))

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.catalog import DATASETS
 from fedprune_core.fl import wire
 from fedprune_core.fl.client import residual_after

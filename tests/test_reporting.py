@@ -1,7 +1,6 @@
 """Numbers a thesis can stand on: the tail headline, never-trained units, diagnostics, the
 warm start on simulated time, and the refused all + error-feedback combination."""
 
-import json
 import math
 
 import numpy as np

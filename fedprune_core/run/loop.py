@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 from . import artifacts, plots, summary
-from ..config import ExperimentConfig, check_device
+from ..checks import check_device
+from ..config import ExperimentConfig
 from ..data.loading import resolve_data_root
 from ..fl.round import run_round
 from ..fl.store import FileStore
@@ -45,7 +46,7 @@ def run_experiment(cfg: ExperimentConfig,
     stops the run like Ctrl-C, and a run that fails before writing its config leaves no folder.
     """
     from .guard import Terminated, claimed
-    from ..config import check_results_dir
+    from ..checks import check_results_dir
 
     check_device(cfg.device)
     check_results_dir(cfg.results_dir)

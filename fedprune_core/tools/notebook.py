@@ -89,7 +89,7 @@ def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOT
     """
     import papermill
 
-    from ..config import check_results_dir
+    from ..checks import check_results_dir
     from ..run.guard import probe_run_dir
 
     check_results_dir(cfg.results_dir)

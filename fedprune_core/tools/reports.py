@@ -45,9 +45,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -55,7 +52,9 @@ from typing import Iterable, Sequence
 
 import nbformat
 
+from . import chromium
 from .print_layout import for_print
+from .report_errors import ReportError, ReportToolMissingError
 
 __all__ = [
     "ReportError",
@@ -67,30 +66,14 @@ __all__ = [
     "main",
 ]
 
-PDF_INSTALL_HINT = (
-    "run `make pdf-deps` (or `sudo scripts/install_pdf_deps.sh`, which does "
-    "`apt-get install chromium`), or set FEDPRUNE_CHROMIUM=/path/to/chromium"
-)
-
 REMOVE_CELL_TAGS = ("hide", "remove-cell", "remove_cell")
 REMOVE_INPUT_TAGS = ("remove-input", "remove_input", "hide-input", "hide_input")
 REMOVE_OUTPUT_TAGS = ("remove-output", "remove_output", "hide-output", "hide_output")
 
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 DEFAULT_PDF_TIMEOUT = 180.0  # seconds for one Chromium print
+find_chromium = chromium.find  # public: tests and `make pdf-deps` look it up here
 
-
-
-class ReportError(RuntimeError):
-    """A report could not be produced."""
-
-
-class ReportToolMissingError(ReportError):
-    """A system tool needed for an export format is not installed."""
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def _check_format(fmt: str) -> str:
@@ -224,56 +207,6 @@ def export_html(
     return out
 
 
-def find_chromium() -> str | None:
-    """Path of a Chromium/Chrome executable usable for PDF printing, or None."""
-    env = os.environ.get("FEDPRUNE_CHROMIUM")
-    if env:
-        found = shutil.which(env)
-        return found  # an explicit but wrong setting is reported, not silently replaced
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _require_chromium() -> str:
-    exe = find_chromium()
-    if exe is None:
-        env = os.environ.get("FEDPRUNE_CHROMIUM")
-        what = (
-            f"FEDPRUNE_CHROMIUM={env!r} is not an executable"
-            if env
-            else "no 'chromium' executable on PATH (looked for: " + ", ".join(CHROMIUM_NAMES) + ")"
-        )
-        raise ReportToolMissingError(
-            f"PDF export needs a headless Chromium, but {what}. To install it, {PDF_INSTALL_HINT}."
-        )
-    return exe
-
-
-def _run_chromium(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    # Own process group, so that a timeout also ends Chromium's helper processes.
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise ReportError(f"Chromium did not finish printing within {timeout:.0f} s: {' '.join(cmd)}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 def export_pdf(
     notebook_path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
@@ -291,61 +224,16 @@ def export_pdf(
     """
     notebook_path = Path(notebook_path)
     out = Path(out_path) if out_path is not None else _default_out(notebook_path, ".pdf")
-    exe = _require_chromium()
+    exe = chromium.require()
     if timeout is None:
         timeout = float(os.environ.get("FEDPRUNE_PDF_TIMEOUT", DEFAULT_PDF_TIMEOUT))
-
     html = _render_html(notebook_path, hide_input, mathjax_url, for_pdf=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fedprune-pdf-") as tmp:
-        tmpdir = Path(tmp)
-        html_file = tmpdir / f"{notebook_path.stem}.html"
-        html_file.write_text(html, encoding="utf-8")
-        pdf_tmp = tmpdir / "out.pdf"
-        profile = tmpdir / "profile"
-        cmd = [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-extensions",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--no-pdf-header-footer",
-            # Give up on a page that never finishes loading (e.g. an unreachable mathjax_url).
-            "--timeout=30000",
-            # Let page scripts (a local MathJax, if given) finish before printing; virtual
-            # time is fast-forwarded while the page is idle, so this costs little.
-            "--virtual-time-budget=10000",
-            f"--user-data-dir={profile}",
-            f"--print-to-pdf={pdf_tmp}",
-            html_file.resolve().as_uri(),
-        ]
-        proc = _run_chromium(cmd, timeout)
-        if not pdf_tmp.is_file() or pdf_tmp.stat().st_size == 0:
-            tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
-            raise ReportError(
-                f"Chromium produced no PDF for {notebook_path} (exit code {proc.returncode}).\n"
-                f"command: {' '.join(cmd)}\nstderr (last lines):\n{tail}"
-            )
-        data = pdf_tmp.read_bytes()
-        if not data.startswith(b"%PDF-"):
-            raise ReportError(f"Chromium wrote something that is not a PDF for {notebook_path}")
-        if b"/Font" not in data and b"/XObject" not in data:
-            # Seen when a blocking <script> (e.g. an unreachable --mathjax-url) stalls the page
-            # until --timeout: Chromium then prints one empty Letter page and exits 0.
-            raise ReportError(
-                f"Chromium printed a blank page for {notebook_path}: the page did not finish "
-                f"loading (an unreachable script URL such as mathjax_url={mathjax_url!r}?) "
-                "or the notebook has no visible content."
-            )
-        # Copy next to the target first, then rename: no half-written PDF on failure.
-        staged = out.with_name(f".{out.name}.tmp")
-        shutil.copyfile(pdf_tmp, staged)
-        os.replace(staged, out)
+    data = chromium.print_pdf(exe, html, notebook_path, timeout, mathjax_url)
+    # Write next to the target first, then rename: no half-written PDF on failure.
+    staged = out.with_name(f".{out.name}.tmp")
+    staged.write_bytes(data)
+    os.replace(staged, out)
     return out
 
 
@@ -364,7 +252,7 @@ def export_reports(
     fmt = _check_format(fmt)
     paths = [Path(p) for p in paths]
     if fmt == "pdf":
-        _require_chromium()
+        chromium.require()
     export = export_html if fmt == "html" else export_pdf
     done: list[Path] = []
     failures: list[str] = []

@@ -9,7 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ...config import ConfigError, check_folder_name, check_results_dir
+from ...checks import check_folder_name, check_results_dir
+from ...config import ConfigError
 from .grid import GRID, expand_grid, parse_sets, read_grid, run_dir, save_record, settled, \
     write_grid
 from .slurm import SLURM_DEFAULTS, array_spec, run_slurm, submit, write_sbatch

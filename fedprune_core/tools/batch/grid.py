@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ...config import ConfigError, ExperimentConfig, load_params_file, parse_yaml_value
+from ...config import ConfigError, ExperimentConfig
+from ...params_files import load_params_file, parse_yaml_value
 from ...run.artifacts import write_atomic
 
 GRID = "grid.jsonl"

@@ -1,0 +1,153 @@
+"""Validation of an ExperimentConfig: every invalid value or combination is a ConfigError naming
+the parameter and what is allowed, raised before any data is loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+from .config import MODEL_NAMES, ConfigError, ExperimentConfig
+from .data.catalog import DATASETS
+from .models.zoo import model_spec
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError for the first invalid value, before any data is loaded."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        choices = f.metadata["choices"]
+        if choices and value not in choices:
+            raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}: must be a finite number, got {value}")
+
+    def need(ok: bool, name: str, allowed: str):
+        if not ok:
+            raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not allowed; allowed: {allowed}")
+
+    _check_ranges(cfg, need)
+    _check_combinations(cfg, need)
+    if cfg.run_name is not None:
+        check_folder_name(cfg.run_name, "run_name")
+    need(cfg.results_dir != "" and "\0" not in cfg.results_dir, "results_dir", "a folder path")
+    _check_enough_samples(cfg)
+
+
+def _check_ranges(cfg: ExperimentConfig, need) -> None:
+    """Each number on its own."""
+    for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
+                 "eval_every", "eval_batch_size", "tail_rounds", "qsgd_levels"):
+        need(getattr(cfg, name) >= 1, name, "an integer >= 1")
+    for name in ("pruning_ratio", "sparsity_ratio", "min_pruning_ratio", "max_pruning_ratio",
+                 "momentum", "server_momentum"):
+        need(0.0 <= getattr(cfg, name) < 1.0, name, "a number in [0, 1)")
+    for name in ("lr", "server_lr", "dirichlet_alpha", "conv_cost", "fc_cost", "compute_gflops",
+                 "uplink_mbps", "downlink_mbps"):
+        need(getattr(cfg, name) > 0, name, "a number > 0")
+    need(0.0 < cfg.ratio_step < 1.0, "ratio_step", "a number in (0, 1)")
+    need(0.0 < cfg.data_fraction <= 1.0, "data_fraction", "a number in (0, 1]")
+    need(cfg.diagnostic_test_samples >= 0, "diagnostic_test_samples",
+         "an integer >= 0 (0 = the whole test set)")
+    need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")
+    need(cfg.round_deadline_sec is None or cfg.round_deadline_sec > 0, "round_deadline_sec",
+         "a number > 0, or null for the automatic deadline")
+    need(cfg.num_threads >= 0, "num_threads", "an integer >= 0 (0 = all cores)")
+    need(cfg.seed >= 0, "seed", "an integer >= 0")
+    need(cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
+         "device", "cpu, cuda or cuda:N")
+
+
+def _check_combinations(cfg: ExperimentConfig, need) -> None:
+    """Numbers and methods that must agree with each other, and with the dataset."""
+    need(cfg.clients_per_round <= cfg.num_clients, "clients_per_round",
+         f"1..num_clients ({cfg.num_clients})")
+    need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
+         f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
+    if cfg.pruning_mode != "none" and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):
+        need(cfg.min_pruning_ratio <= cfg.pruning_ratio <= cfg.max_pruning_ratio, "pruning_ratio",
+             f"a number in [min_pruning_ratio, max_pruning_ratio] = "
+             f"[{cfg.min_pruning_ratio}, {cfg.max_pruning_ratio}] when ratios are adaptive")
+    need(not (cfg.pruning_mode == "unstructured" and cfg.unstructured_contribution == "all"
+              and cfg.error_feedback and cfg.compression), "unstructured_contribution",
+         "kept when error feedback compresses updates: with 'all' every pruned weight sends -w, "
+         "which the residual would pile up round after round and which would take the k "
+         "budget; use error_feedback false (or sparsify_method none) to study 'all'")
+    need(not (cfg.sparsify_method == "cost_weighted" and cfg.sparsify_scope == "per_tensor"),
+         "sparsify_scope", "auto or model for cost_weighted (within one tensor every coordinate "
+         "costs the same, so cost weighting would equal topk)")
+    num_classes = DATASETS[cfg.dataset].num_classes
+    need(1 <= cfg.classes_per_client <= num_classes, "classes_per_client",
+         f"1..{num_classes} (the classes of {cfg.dataset})")
+    try:
+        model_spec(cfg.model, DATASETS[cfg.dataset])
+    except ValueError as err:
+        raise ConfigError(f"model: {cfg.model!r} does not fit {cfg.dataset} ({err}); allowed: "
+                          f"{', '.join(MODEL_NAMES)} with inputs it can take") from None
+
+
+# A run folder's name, with room left under the file system's 255-byte limit for the files
+# named after it (a batch's logs/<run_name>.log).
+MAX_NAME_BYTES = 200
+
+
+def check_folder_name(name: str, param: str) -> None:
+    """`name` must be one folder inside its parent: no separators, no `..`, not too long."""
+    allowed = (f"a folder name of 1 to {MAX_NAME_BYTES} bytes without path separators or "
+               f"control characters (not . or ..)")
+    if (name in ("", ".", "..") or "/" in name or "\\" in name
+            or any(ord(c) < 32 for c in name)):
+        raise ConfigError(f"{param}: {name!r} is not allowed; allowed: {allowed}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ConfigError(f"{param}: {len(name.encode('utf-8'))} bytes long, too long for a "
+                          f"folder name; allowed: {allowed}")
+
+
+def _check_enough_samples(cfg: ExperimentConfig) -> None:
+    """Every client needs data: catch `--data_fraction 0.001 --num_clients 1000` before loading
+    anything (the count is subsample()'s, per class, with classes taken as equally large)."""
+    info = DATASETS[cfg.dataset]
+    per_class = max(1, round(cfg.data_fraction * info.train_size / info.num_classes))
+    samples = per_class * info.num_classes
+    pieces = cfg.num_clients * (cfg.classes_per_client if cfg.partition == "shards" else 1)
+    if pieces > samples:
+        what = (f"{cfg.num_clients} clients x {cfg.classes_per_client} shards"
+                if cfg.partition == "shards" else f"{cfg.num_clients} clients")
+        raise ConfigError(
+            f"num_clients: {what} need at least {pieces} training samples, but data_fraction "
+            f"{cfg.data_fraction:g} of {cfg.dataset} leaves about {samples}; allowed: fewer "
+            f"clients or a larger data_fraction")
+
+
+def check_results_dir(results_dir: str) -> Path:
+    """The results folder must be a folder this process can write: checked (and created) before
+    any work, so a read-only or mistyped path is an error, not a traceback mid-run."""
+    path = Path(results_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"results_dir: {results_dir} is a file; allowed: a folder (created "
+                          f"if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"results_dir: {results_dir} is not a writable folder "
+                          f"({err.strerror}); allowed: a folder this user can write") from None
+    return path
+
+
+def check_device(device: str) -> None:
+    """A CUDA device must exist: say so before any data is loaded."""
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} is not available (torch sees no CUDA device "
+                          f"on this machine); allowed here: cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {device!r} does not exist; allowed: cpu, "
+                          + ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count())))
