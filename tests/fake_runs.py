@@ -126,6 +126,7 @@ def _summary(name: str, label: str, seed: int, metrics: pd.DataFrame) -> dict:
     gflops = last["cumulative_client_train_flops"] / 1e9
     dense_gflops = last["cumulative_dense_client_train_flops"] / 1e9
     return {"run_name": name, "label": label, "seed": seed, "rounds_completed": len(metrics),
+            "tail_test_accuracy": float(acc.dropna().iloc[-5:].mean()),
             "final_test_accuracy": float(acc.dropna().iloc[-1]),
             "best_test_accuracy": float(acc.max()),
             "best_round": int(metrics["round"][acc.idxmax()]),

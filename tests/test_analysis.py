@@ -155,9 +155,12 @@ def test_method_table_matches_hand_computed_values(runs):
     # FedAvg finals 92, 94: mean 93, half-width t * sqrt(2) / sqrt(2).
     assert fedavg["Final acc. (%)"] == f"93.00 ± {T_975_1:.2f}" == "93.00 ± 12.71"
     # Hybrid finals 85, 90: standard error 2.5.
-    assert hybrid["Best acc. (%)"] == f"87.50 ± {T_975_1 * 2.5:.2f}"
-    assert fedavg["Rounds to 90%"] == f"4.5 ± {T_975_1 * 0.5:.1f}"  # rounds 4 and 5
-    assert hybrid["Rounds to 90%"] == "5 (1/2 seeds)"
+    assert hybrid["Best acc., test-selected (%)"] == f"87.50 ± {T_975_1 * 2.5:.2f}"
+    assert fedavg["Rounds to 90%"] == f"4.5 ± {T_975_1 * 0.5:.1f} (2/2)"  # rounds 4 and 5
+    assert hybrid["Rounds to 90%"] == "5 (1/2)"  # the seed that never got there is counted
+    # the headline: mean of the evaluated rounds (all 4 of them, tail_rounds 5): 79.5 and 81.875
+    assert fedavg["Tail acc. (%)"] == f"80.69 ± {T_975_1 * 1.1875:.2f}"
+    assert list(table.columns[:3]) == ["Seeds", "Tail acc. (%)", "Final acc. (%)"]
     assert (fedavg["Uplink (MB)"], hybrid["Uplink (MB)"]) == ("4.00", "0.40")
     assert (fedavg["Compression (×)"], hybrid["Compression (×)"]) == ("1.0", "10.0")
     assert (fedavg["FLOP saving (%)"], hybrid["FLOP saving (%)"]) == ("0.0", "40.0")
@@ -171,8 +174,8 @@ def test_one_seed_shows_the_mean_without_an_interval(tmp_path):
     table = analysis.method_table(runs, 90.0).set_index("Method")
     assert table.loc["FedAvg", "Seeds"] == 1
     assert table.loc["FedAvg", "Final acc. (%)"] == "92.00"
-    assert table.loc["FedAvg", "Rounds to 90%"] == "4"
-    assert table.loc[HYBRID, "Rounds to 90%"] == "not reached"
+    assert table.loc["FedAvg", "Rounds to 90%"] == "4 (1/1)"
+    assert table.loc[HYBRID, "Rounds to 90%"] == "not reached (0/1)"
     stats = analysis.label_stats(runs, 90.0).set_index(["label", "metric"])
     assert stats.loc[("FedAvg", "final_test_accuracy"), "n"] == 1
     assert math.isnan(stats.loc[("FedAvg", "final_test_accuracy"), "ci95"])
