@@ -10,9 +10,14 @@ Measures, in one run on one machine, and writes to results/bench/bench.json:
   - client updates/s (broadcast + `fl.client.local_update`) for each method;
   - the first- vs second-call cost of new structured sub-model shapes;
   - 2 intra-op threads in one process vs two 1-thread processes side by side;
-  - the wall time of one short experiment through `run.loop.run_experiment` and through a
-    seed-like naive reference (benchmarks/naive_reference.py), each in its own process, with
-    their final accuracies and peak resident memory.
+  - the default run (`make run`'s parameters) and the FedAvg baseline end to end, each in its
+    own process, against their compute floor (training FLOPs at the matmul ceiling plus one
+    10k evaluation per evaluated round), with the time split into training, the rest of the
+    client updates, evaluation, diagnostics, checkpoints and the rest (benchmarks/scale.py);
+    the seed-like reference (benchmarks/naive_reference.py) runs the default beside them;
+  - checkpoint bytes and seconds per round and peak memory of 20, 1,000 and 10,000-client
+    federations with error feedback;
+  - both training engines' samples/s at batch 10 and 64 (benchmarks/engines.py).
 
 Timings are the best of a few warm calls. On a loaded machine they are contended: the load
 average at start and end is recorded beside them, and CPU seconds beside wall seconds.
@@ -28,7 +33,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -39,6 +43,10 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
+from common import (available_cores, in_process, load_avg, measure, peak_rss_mb,  # noqa: E402
+                    result_of)
+import engines  # noqa: E402
+import scale  # noqa: E402
 from fedprune_core.config import ExperimentConfig  # noqa: E402
 from fedprune_core.data.catalog import DATASETS  # noqa: E402
 from fedprune_core.data.loading import TensorDataset, load_dataset, normalize  # noqa: E402
@@ -84,66 +92,30 @@ class Sizes:
     update_samples: int
     update_repeats: int
     first_call_ratios: tuple
-    experiment: dict
+    experiment: dict  # changes to the default run for the floor experiments
+    federations: tuple  # (num_clients, clients_per_round) for checkpoints and memory
+    federation: dict  # changes for those runs
+    engine_samples: int  # per client, for the engines' samples/s
+    engine_repeats: int
 
 
 FULL = Sizes(matmul_n=2048, matmul_repeats=5, conv_batch=16, train_samples=3000, train_repeats=3,
              eval_repeats=3, eval_images=10_000, update_samples=3000, update_repeats=3,
-             first_call_ratios=(0.30, 0.35, 0.45, 0.55),
-             experiment=dict(rounds=3, num_clients=20, clients_per_round=10, local_epochs=2))
+             first_call_ratios=(0.30, 0.35, 0.45, 0.55), experiment={},
+             federations=((20, 10), (1000, 200), (10_000, 200)),
+             federation=dict(rounds=3, eval_every=3), engine_samples=600, engine_repeats=3)
 QUICK = Sizes(matmul_n=512, matmul_repeats=3, conv_batch=2, train_samples=256, train_repeats=1,
               eval_repeats=1, eval_images=1000, update_samples=256, update_repeats=1,
               first_call_ratios=(0.30, 0.55),
               experiment=dict(rounds=1, num_clients=4, clients_per_round=2, local_epochs=1,
-                              data_fraction=0.02))
+                              data_fraction=0.02),
+              federations=((20, 10), (200, 20)),
+              federation=dict(rounds=2, eval_every=2, data_fraction=0.05, local_epochs=1,
+                              diagnostic_test_samples=200),
+              engine_samples=32, engine_repeats=1)
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def measure(fn, repeats: int, warmup: int = 1) -> dict:
-    """The fastest of `repeats` calls: wall seconds, process CPU seconds (user + sys, all
-    threads) and minor page faults of that call."""
-    for _ in range(warmup):
-        fn()
-    best = None
-    for _ in range(repeats):
-        r0, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        fn()
-        wall, r1 = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-        if best is None or wall < best["wall_sec"]:
-            best = {"wall_sec": wall,
-                    "cpu_sec": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
-                    "sys_sec": r1.ru_stime - r0.ru_stime,
-                    "minor_faults": r1.ru_minflt - r0.ru_minflt}
-    return best
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. /proc's VmHWM first: ru_maxrss of a spawned child
-    is at least its parent's peak (Linux carries it across fork + exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    scale = 1024.0 if sys.platform != "darwin" else 1024.0 ** 2  # KiB on Linux, bytes on macOS
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
-
-
-def load_avg() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
 
 def spec_full() -> ModelSpec:
     return model_spec(MODEL, INFO)
@@ -348,21 +320,6 @@ def _train_worker(threads: int, samples: int, data_root, barrier, queue) -> None
     queue.put((start, time.time()))
 
 
-def _result(queue, procs, what: str, timeout: float = 3600.0):
-    """The next result on `queue`; fails fast when the worker processes died instead."""
-    import queue as queue_mod
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return queue.get(timeout=1.0)
-        except queue_mod.Empty:
-            if all(p.exitcode is not None for p in procs):
-                break
-    raise RuntimeError(f"{what}: the worker process failed (exit codes "
-                       f"{[p.exitcode for p in procs]}); see its traceback above")
-
-
 def two_processes(samples: int, data_root) -> float:
     """Samples/s of two 1-thread processes training side by side: both processes' samples
     over the span from the first start to the last finish."""
@@ -372,45 +329,20 @@ def two_processes(samples: int, data_root) -> float:
              for _ in range(2)]
     for p in procs:
         p.start()
-    spans = [_result(queue, procs, "two 1-thread processes") for _ in procs]
+    spans = [result_of(queue, procs, "two 1-thread processes") for _ in procs]
     for p in procs:
         p.join()
     return len(procs) * samples / (max(e for _, e in spans) - min(s for s, _ in spans))
 
 
-def _experiment_worker(kind: str, cfg_dict: dict, threads: int, queue) -> None:
-    """One experiment in a fresh process, so its time includes loading data and its peak
-    memory is its own."""
+def _naive_worker(cfg_dict: dict, threads: int, queue) -> None:
+    """The seed-like reference experiment (benchmarks/naive_reference.py) in a fresh process."""
+    import naive_reference
+
     torch.set_num_threads(threads)
-    cfg = ExperimentConfig.from_dict(cfg_dict)
-    baseline = peak_rss_mb()  # after importing torch and the package
-    start = time.perf_counter()
-    if kind == "project":
-        from fedprune_core.run.loop import run_experiment
-
-        result = run_experiment(cfg)
-        out = {"wall_sec": time.perf_counter() - start,
-               "rounds_sec": float(result.metrics.wall_time_sec.sum()),
-               "final_accuracy_pct": result.summary["final_test_accuracy"],
-               "run_dir": str(result.run_dir)}
-    else:
-        import naive_reference
-
-        out = naive_reference.run(cfg)
-    out["peak_rss_mb"] = peak_rss_mb()
-    out["import_rss_mb"] = baseline
-    queue.put(out)
-
-
-def run_experiment_in_process(kind: str, cfg: ExperimentConfig, threads: int) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_experiment_worker, args=(kind, cfg.to_dict(), threads, queue))
-    proc.start()
-    try:
-        return _result(queue, [proc], f"the {kind} experiment")
-    finally:
-        proc.join()
+    baseline = peak_rss_mb()
+    out = naive_reference.run(ExperimentConfig.from_dict(cfg_dict))
+    queue.put({**out, "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": baseline})
 
 
 def profile_tables(flat, layout, data, test) -> dict:
@@ -438,6 +370,49 @@ def profile_tables(flat, layout, data, test) -> dict:
         top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
         tables[name] = {e.key: round(e.self_cpu_time_total / 1e3, 2) for e in top}  # ms
     return tables
+
+
+def experiments(sizes: Sizes, threads: int, runs_dir: Path, ceiling_gflops: float,
+                eval_10k_sec: float, note) -> dict:
+    """The default run (`make run`'s parameters) and the FedAvg baseline end to end, each
+    against its compute floor with its time split; the seed-like reference beside the default
+    run, so the speed-up is measured side by side."""
+    common = dict(sizes.experiment, progress="off", results_dir=str(runs_dir), overwrite=True,
+                  num_threads=threads)
+    configs = {"default": ExperimentConfig(**common, run_name="bench_default"),
+               "fedavg": ExperimentConfig.from_yaml(
+                   REPO / "params" / "ablations" / "baseline_fedavg.yaml",
+                   overrides={**common, "run_name": "bench_fedavg"})}
+    out = {"experiment_config": {k: v for k, v in configs["default"].to_dict().items()
+                                 if k in ("rounds", "num_clients", "clients_per_round",
+                                          "local_epochs", "data_fraction")}}
+    for name, cfg in configs.items():
+        run = scale.run_experiment(cfg, threads)
+        out[f"floor_{name}"] = scale.floor(run, ceiling_gflops, eval_10k_sec)
+        note(f"  {name}: {run['wall_sec']:.1f} s, {out[f'floor_{name}']['over_floor_x']:.2f}x "
+             f"its floor")
+    naive = in_process(_naive_worker, (configs["default"].to_dict(), threads), "naive reference")
+    note(f"  naive reference: {naive['wall_sec']:.1f} s")
+    out["naive_default"] = {k: naive[k] for k in ("wall_sec", "rounds_sec", "final_accuracy_pct",
+                                                   "peak_rss_mb", "rss_after_imports_mb")}
+    out["speedup_over_naive_x"] = naive["wall_sec"] / out["floor_default"]["wall_sec"]
+    return out
+
+
+def federations(sizes: Sizes, threads: int, runs_dir: Path, note) -> dict:
+    """Checkpoint bytes and seconds per round and peak memory of the default method (error
+    feedback on) with more and more clients."""
+    out = {}
+    for clients, per_round in sizes.federations:
+        cfg = ExperimentConfig(**sizes.federation, num_clients=clients,
+                               clients_per_round=per_round, progress="off", overwrite=True,
+                               results_dir=str(runs_dir), run_name=f"bench_{clients}_clients",
+                               num_threads=threads)
+        out[str(clients)] = {"clients_per_round": per_round,
+                             **scale.checkpoint_figures(scale.run_experiment(cfg, threads))}
+        note(f"  {clients} clients: {out[str(clients)]['checkpoint_mb_per_round']:.1f} MB "
+             f"checkpoint a round, peak RSS {out[str(clients)]['peak_rss_mb']:.0f} MB")
+    return out
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -543,25 +518,17 @@ def run(args) -> dict:
         note("profiling")
         res["profile_self_cpu_ms"] = profile_tables(flat, layout, udata, test)
 
-    note("experiment: project vs naive reference (each in its own process)")
     runs_dir = out_path.parent / "runs"
-    cfg = ExperimentConfig(**sizes.experiment, progress="off", results_dir=str(runs_dir),
-                           run_name="bench_project", overwrite=True, num_threads=threads)
-    res["experiment_config"] = {k: v for k, v in cfg.to_dict().items()
-                                if k in (*sizes.experiment, "pruning_mode", "pruning_ratio",
-                                         "sparsify_method", "sparsity_ratio")}
-    project = run_experiment_in_process("project", cfg, threads)
-    note(f"  project {project['wall_sec']:.1f} s")
-    naive = run_experiment_in_process("naive", cfg, threads)
-    note(f"  naive {naive['wall_sec']:.1f} s")
-    for kind, r in (("project", project), ("naive", naive)):
-        res[f"experiment_{kind}_wall_sec"] = r["wall_sec"]
-        res[f"experiment_{kind}_rounds_sec"] = r["rounds_sec"]
-        res[f"experiment_{kind}_final_accuracy_pct"] = r["final_accuracy_pct"]
-        res[f"experiment_{kind}_peak_rss_mb"] = r["peak_rss_mb"]
-        res[f"experiment_{kind}_rss_after_imports_mb"] = r["import_rss_mb"]
-    res["experiment_speedup_x"] = naive["wall_sec"] / project["wall_sec"]
-    res["experiment_rounds_speedup_x"] = naive["rounds_sec"] / project["rounds_sec"]
+    note("experiments against their floor, and the seed-like reference (own processes)")
+    res.update(experiments(sizes, threads, runs_dir, res["matmul_gflops_per_sec"],
+                           res["eval_10k_sec"], note))
+
+    note("checkpoints and memory by federation size (own processes)")
+    res["federations"] = federations(sizes, threads, runs_dir, note)
+
+    note("training engines: sequential vs cohort (samples/s)")
+    res["engines"] = engines.run(clients=10, samples=sizes.engine_samples,
+                                 repeats=sizes.engine_repeats, batch_sizes=[10, 64])
 
     res["peak_rss_mb"] = peak_rss_mb()
     res["machine"]["load_avg_1min_end"] = load_avg()
@@ -616,25 +583,42 @@ def table(res: dict) -> str:
         rows.append((f"  ratio {ratio} widths {tuple(v['widths'])}",
                      f"first {v['first_sec']:.2f} s, then {v['second_sec']:.2f} / "
                      f"{v['third_sec']:.2f} s (extra {v['extra_sec']:+.2f} s)"))
-    e = res["experiment_config"]
-    rows.append((f"experiment ({e['rounds']} rounds, {e['num_clients']} clients, "
-                 f"{e['clients_per_round']}/round, {e['local_epochs']} epochs)", ""))
-    for kind, label in (("project", "project (run_experiment, with artifacts)"),
-                        ("naive", "naive seed-like reference")):
-        x = {k[len(f"experiment_{kind}_"):]: v for k, v in res.items()
-             if k.startswith(f"experiment_{kind}_")}
-        rows.append((f"  {label}",
-                     f"{x['wall_sec']:.1f} s (rounds {x['rounds_sec']:.1f} s), accuracy "
-                     f"{x['final_accuracy_pct']:.2f}%, peak RSS {x['peak_rss_mb']:.0f} MB "
-                     f"({x['rss_after_imports_mb']:.0f} after imports)"))
+    rows += experiment_rows(res)
     rows += [
-        ("  speedup (naive / project)", f"{res['experiment_speedup_x']:.2f}x wall, "
-                                         f"{res['experiment_rounds_speedup_x']:.2f}x rounds"),
         ("peak RSS of this process", f"{res['peak_rss_mb']:.0f} MB"),
         ("bench wall time", f"{res['bench_wall_sec']:.0f} s"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def experiment_rows(res: dict) -> list[tuple[str, str]]:
+    """The floor, the split, the seed-like reference, checkpoints, memory and engines."""
+    e = res["experiment_config"]
+    rows = [(f"experiments ({e['rounds']} rounds, {e['num_clients']} clients, "
+             f"{e['clients_per_round']}/round, {e['local_epochs']} epochs)", "")]
+    for name in ("default", "fedavg"):
+        f = res[f"floor_{name}"]
+        split = ", ".join(f"{k} {v:.1f}" for k, v in f["split_sec"].items())
+        rows += [(f"  {name}: wall / floor", f"{f['wall_sec']:.1f} s / {f['floor_sec']:.1f} s "
+                                             f"= {f['over_floor_x']:.2f}x (tail accuracy "
+                                             f"{f['tail_accuracy_pct']:.2f}%)"),
+                 (f"  {name}: split (s)", split)]
+    naive = res["naive_default"]
+    rows.append(("  seed-like reference, default run", f"{naive['wall_sec']:.1f} s: the default "
+                 f"run is {res['speedup_over_naive_x']:.2f}x faster"))
+    rows.append(("federations (checkpoint a round, store commit a round, peak RSS)", ""))
+    for clients, f in res["federations"].items():
+        rows.append((f"  {clients} clients, {f['clients_per_round']}/round",
+                     f"{f['checkpoint_mb_per_round']:.1f} MB in {f['checkpoint_sec_per_round']:.2f}"
+                     f" s, {f['store_commit_mb_per_round']:.1f} MB in "
+                     f"{f['store_commit_sec_per_round']:.2f} s, {f['peak_rss_mb']:.0f} MB"))
+    rows.append(("engines (samples/s, sequential / cohort)", ""))
+    for key, v in res["engines"].items():
+        if isinstance(v, dict):
+            rows.append((f"  {key}", f"{v['sequential_samples_per_sec']:,.0f} / "
+                                     f"{v['cohort_samples_per_sec']:,.0f}"))
+    return rows
 
 
 def parse_args(argv=None):

@@ -38,7 +38,7 @@ def validate(cfg: ExperimentConfig) -> None:
 def _check_ranges(cfg: ExperimentConfig, need) -> None:
     """Each number on its own."""
     for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
-                 "eval_every", "eval_batch_size", "tail_rounds", "qsgd_levels"):
+                 "eval_every", "eval_batch_size", "tail_rounds", "qsgd_levels", "width_multiple"):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     for name in ("pruning_ratio", "sparsity_ratio", "min_pruning_ratio", "max_pruning_ratio",
                  "momentum", "server_momentum"):
@@ -63,6 +63,8 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
     """Numbers and methods that must agree with each other, and with the dataset."""
     need(cfg.clients_per_round <= cfg.num_clients, "clients_per_round",
          f"1..num_clients ({cfg.num_clients})")
+    need(cfg.width_multiple == 1 or cfg.pruning_mode == "structured", "width_multiple",
+         "1 unless pruning_mode is structured (it rounds structured sub-models' widths)")
     need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
          f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
     if cfg.pruning_mode != "none" and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):

@@ -24,9 +24,10 @@ from fedprune_core.tools import batch
 from fedprune_core.cli import main
 from fedprune_core.config import ConfigError, ExperimentConfig
 from fedprune_core.run.loop import run_experiment
+from fedprune_core.run.summary import TIMING_COLUMNS
 
 TINY = "rounds: 1\nnum_clients: 4\nclients_per_round: 2\nlocal_epochs: 1\ndata_fraction: 0.05\n"
-TIMING = ["avg_round_time_sec", "wall_time_sec", "elapsed_sec", "eval_time_sec"]
+TIMING = list(TIMING_COLUMNS["metrics"])
 
 
 @pytest.fixture

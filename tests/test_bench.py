@@ -26,10 +26,7 @@ POSITIVE_KEYS = (
     "train_full_samples_per_sec_1thread", "train_full_samples_per_sec_2thread",
     "train_full_samples_per_sec_2proc_1thread_total",
     "eval_samples_per_sec", "eval_10k_sec", "eval_naive_10k_sec",
-    "experiment_project_wall_sec", "experiment_naive_wall_sec",
-    "experiment_project_rounds_sec", "experiment_naive_rounds_sec",
-    "experiment_speedup_x", "experiment_rounds_speedup_x",
-    "experiment_project_peak_rss_mb", "experiment_naive_peak_rss_mb", "peak_rss_mb",
+    "speedup_over_naive_x", "peak_rss_mb",
 )
 METHODS = ("dense", "unstructured", "structured", "topk", "cost_weighted")
 
@@ -62,13 +59,31 @@ def test_quick_bench_writes_every_number(tmp_path):
     assert all(v > 0 for v in res["eval_10k_sec_by_batch"].values())
     assert all(v > 0 for v in res["eval_layout_ablation_10k_sec"].values())
     assert all(v["first_sec"] > 0 and v["second_sec"] > 0 for v in res["first_call"].values())
-    for kind in ("project", "naive"):
-        assert 0 <= res[f"experiment_{kind}_final_accuracy_pct"] <= 100
+    for name in ("default", "fedavg"):  # wall = floor x ratio, and the split adds up to wall
+        f = res[f"floor_{name}"]
+        assert f["wall_sec"] > f["floor_sec"] > f["train_floor_sec"] > 0 and f["evaluations"] == 1
+        assert f["over_floor_x"] == pytest.approx(f["wall_sec"] / f["floor_sec"])
+        assert sum(f["split_sec"].values()) == pytest.approx(f["wall_sec"])
+        assert min(v for k, v in f["split_sec"].items() if k != "diagnostics") > 0
+        assert 0 <= f["tail_accuracy_pct"] <= 100
+    assert 0 <= res["naive_default"]["final_accuracy_pct"] <= 100
+    small, large = res["federations"]["20"], res["federations"]["200"]
+    model_mb = 4 * 824_458 / 1e6
+    # a round's checkpoint holds the global model and the cohort's residuals, the store's
+    # commit exactly the cohort's residuals: 10 and 20 clients a round here
+    assert small["store_commit_mb_per_round"] == pytest.approx(10 * model_mb)
+    assert large["store_commit_mb_per_round"] == pytest.approx(20 * model_mb)
+    assert 10 * model_mb < small["checkpoint_mb_per_round"] < 13 * model_mb
+    assert 20 * model_mb < large["checkpoint_mb_per_round"] < 23 * model_mb
+    assert large["peak_rss_mb"] > large["rss_after_imports_mb"] > 0
+    for key in ("cpu_b10", "cpu_b64"):
+        assert res["engines"][key]["sequential_samples_per_sec"] > 0
+        assert res["engines"][key]["cohort_samples_per_sec"] > 0
     machine = res["machine"]
     assert machine["torch_version"] == torch.__version__ and machine["threads"] == 1
     assert machine["cpu_count"] >= 1 and machine["date"]
-    assert (tmp_path / "runs" / "bench_project" / "summary.json").is_file()
-    assert "speedup (naive / project)" in proc.stdout
+    assert (tmp_path / "runs" / "bench_default" / "summary.json").is_file()
+    assert "default: wall / floor" in proc.stdout
 
 
 def test_naive_sparsify_matches_core_semantics():

@@ -235,3 +235,5 @@ def test_five_rounds_on_the_cohort_engine_follow_the_sequential_curve(tiny_confi
     assert coh.downlink_bytes.tolist() == seq.downlink_bytes.tolist()
     clients = pd.read_csv(runs["cohort"].run_dir / "clients.csv")
     assert (clients.update_time_sec > 0).all()
+    assert (clients.train_time_sec > 0).all()
+    assert (clients.train_time_sec <= clients.update_time_sec).all()

@@ -66,6 +66,35 @@ def test_rolex_plans_roll_over_rounds_in_every_layer():
     assert torch.equal(l1[0], l1[1])
 
 
+# --- width rounding ---------------------------------------------------------------------------
+
+def test_kept_units_round_to_a_multiple_when_asked():
+    from fedprune_core.fl.plan import kept_units
+    # at 0.4: 32 * 0.6 = 19.2 -> 19 exact; 19.2 / 8 = 2.4 -> 2 multiples -> 16
+    assert [kept_units(w, 0.4) for w in (32, 64, 256)] == [19, 38, 154]
+    assert [kept_units(w, 0.4, 8) for w in (32, 64, 256)] == [16, 40, 152]
+    assert kept_units(32, 0.9, 8) == 8  # 3.2 units: never below one multiple
+    assert kept_units(14, 0.05, 8) == 14  # 13.3 / 8 = 1.66 -> 16, capped at the layer width
+
+
+def test_width_multiple_gives_every_structured_method_rounded_sub_models():
+    g = global_vector()
+    for selection in ("l1", "first", "rolex"):
+        plan = planner(g, 3, structured_selection=selection, width_multiple=8).plan(0.4)
+        assert plan.spec.widths == {"conv1": 16, "conv2": 40, "fc1": 152}
+    assert planner(g, 3).plan(0.4).spec.widths == {"conv1": 19, "conv2": 38, "fc1": 154}
+    assert method("extract", width_multiple=8).width_multiple == 8
+
+
+def test_width_multiple_needs_structured_pruning():
+    from fedprune_core.config import ConfigError
+    with pytest.raises(ConfigError, match="width_multiple: .*structured"):
+        ExperimentConfig(pruning_mode="unstructured", width_multiple=8)
+    with pytest.raises(ConfigError, match="width_multiple: .*>= 1"):
+        ExperimentConfig(width_multiple=0)
+    assert "x8" in ExperimentConfig(width_multiple=8).method_label
+
+
 # --- FedAvgM --------------------------------------------------------------------------------
 
 def test_fedavgm_momentum_by_hand():

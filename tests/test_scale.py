@@ -12,8 +12,9 @@ import torch
 from fedprune_core.fl.store import ClientStates, FileStore, MemoryStore
 from fedprune_core.fl.state import ClientState
 from fedprune_core.run.loop import run_experiment
+from fedprune_core.run.summary import TIMING_COLUMNS
 
-TIMING = ["avg_round_time_sec", "wall_time_sec", "elapsed_sec", "eval_time_sec"]
+TIMING = list(TIMING_COLUMNS["metrics"])
 
 
 def test_file_store_round_trip_is_exact_and_sparse(tmp_path):

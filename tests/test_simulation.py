@@ -12,12 +12,13 @@ from fedprune_core.run.artifacts import RunExistsError
 from fedprune_core.fl.training import DivergenceError
 from fedprune_core.config import ConfigError
 from fedprune_core.run.loop import run_experiment
+from fedprune_core.run.summary import TIMING_COLUMNS
 
 METRIC_COLUMNS = ["round", "test_accuracy", "test_loss", "train_loss", "avg_transmitted_ratio",
                   "avg_pruning_ratio", "avg_round_time_sec", "uplink_bytes", "uplink_dense_bytes",
                   "cumulative_uplink_bytes", "downlink_bytes", "client_train_flops",
                   "simulated_round_time_sec"]
-TIMING = ["avg_round_time_sec", "wall_time_sec", "elapsed_sec", "eval_time_sec"]
+TIMING = list(TIMING_COLUMNS["metrics"])
 FILES = ["config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv", "run.log", "summary.json",
          "final_model.pt", "accuracy_curve.png", "compression_pruning_curve.png",
          "round_time_curve.png", "experiment_dashboard.png", "partition.png"]

@@ -35,6 +35,7 @@ class ClientResult:
     train_flops: int
     dense_train_flops: int
     update_time_sec: float
+    train_time_sec: float  # the training part of update_time_sec
 
 
 @dataclass
@@ -128,7 +129,7 @@ def finish(setup, prepared: Prepared, trained: Trained) -> tuple[ClientResult, C
         sent=len(out.values), train_loss=trained.loss,
         train_flops=plan.spec.train_flops_per_sample() * samples,
         dense_train_flops=setup.layout.spec.train_flops_per_sample() * samples,
-        update_time_sec=seconds), state
+        update_time_sec=seconds, train_time_sec=trained.seconds), state
 
 
 def _residual_at(setup, state: ClientState, plan: Plan) -> Optional[torch.Tensor]:

@@ -30,8 +30,12 @@ class Plan:
     full_widths: Optional[dict[str, int]] = None  # structured: the global model's widths
 
 
-def kept_units(width: int, ratio: float) -> int:
-    return max(1, int(round(width * (1.0 - ratio))))
+def kept_units(width: int, ratio: float, multiple: int = 1) -> int:
+    """Units a sub-model keeps of `width` at `ratio`; with `multiple` > 1 rounded to a multiple
+    of it (at least `multiple`, at most `width`): oneDNN runs such widths faster per FLOP."""
+    if multiple == 1:
+        return max(1, int(round(width * (1.0 - ratio))))
+    return min(width, max(multiple, multiple * int(round(width * (1.0 - ratio) / multiple))))
 
 
 def full_plan(layout: ParamLayout, device="cpu") -> Plan:

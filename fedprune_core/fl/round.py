@@ -149,5 +149,6 @@ def _client_row(r: int, slot: ClientSlot, ratio: float, result, down_bytes: int,
         "uplink_bytes": len(result.message), "downlink_bytes": down_bytes,
         "train_flops": result.train_flops, "dense_train_flops": result.dense_train_flops,
         "train_loss": result.train_loss, "update_time_sec": result.update_time_sec,
-        "simulated_time_sec": simulated, "compute_gflops": profile.compute_gflops,
+        "train_time_sec": result.train_time_sec, "simulated_time_sec": simulated,
+        "compute_gflops": profile.compute_gflops,
         "uplink_mbps": profile.uplink_mbps, "downlink_mbps": profile.downlink_mbps}

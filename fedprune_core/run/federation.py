@@ -101,7 +101,7 @@ def build_training(cfg: ExperimentConfig) -> LocalTraining:
 def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> float:
     base = layout.spec
     if cfg.pruning_mode == "structured":
-        base = base.with_widths({g: kept_units(w, cfg.pruning_ratio)
+        base = base.with_widths({g: kept_units(w, cfg.pruning_ratio, cfg.width_multiple)
                                  for g, w in base.widths.items()})
     return auto_deadline(profiles, samples, base.train_flops_per_sample(),
                          ParamLayout(base).size, cfg)

@@ -25,6 +25,10 @@ CUMULATIVE = {"cumulative_uplink_bytes": "uplink_bytes",
               "cumulative_client_train_flops": "client_train_flops",
               "cumulative_dense_client_train_flops": "dense_client_train_flops",
               "cumulative_simulated_time_sec": "simulated_round_time_sec"}
+# measured seconds: they differ from run to run, every other column is reproducible
+TIMING_COLUMNS = {"metrics": ("avg_round_time_sec", "eval_time_sec", "diagnostic_time_sec",
+                              "wall_time_sec", "elapsed_sec"),
+                  "clients": ("update_time_sec", "train_time_sec")}
 
 
 def evaluate_round(fed: Federation, r: int, state: ServerState,
@@ -33,17 +37,19 @@ def evaluate_round(fed: Federation, r: int, state: ServerState,
     cfg = fed.cfg
     if r % cfg.eval_every and r != cfg.rounds:
         return {"test_accuracy": float("nan"), "test_loss": float("nan"),
-                "eval_time_sec": 0.0}, []
+                "eval_time_sec": 0.0, "diagnostic_time_sec": 0.0}, []
     start = time.perf_counter()
     ev = evaluate(state.evaluated_params(), fed.layout.spec, fed.test, fed.setup.info,
                   cfg.eval_batch_size)
     eval_time = time.perf_counter() - start
     if not math.isfinite(ev.loss):
         raise DivergenceError(f"round {r}: test loss is {ev.loss}")
+    start = time.perf_counter()
     diag = diagnostics.class_rows(r, ev) + diagnostics.width_rows(
         r, state, fed.setup, [c["pruning_ratio"] for c in rows], fed.diagnostic_test,
         cfg.eval_batch_size)
-    return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "eval_time_sec": eval_time}, diag
+    return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "eval_time_sec": eval_time,
+            "diagnostic_time_sec": time.perf_counter() - start}, diag
 
 
 def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
@@ -63,7 +69,9 @@ def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
         "client_train_flops": int(frame.train_flops.sum()),
         "dense_client_train_flops": int(frame.dense_train_flops.sum()),
         "simulated_round_time_sec": frame.simulated_time_sec.max(),
-        "eval_time_sec": evaluation["eval_time_sec"], "num_clients_selected": len(frame)}
+        "eval_time_sec": evaluation["eval_time_sec"],
+        "diagnostic_time_sec": evaluation["diagnostic_time_sec"],
+        "num_clients_selected": len(frame)}
     last = previous[-1] if previous else {}
     for name, source in CUMULATIVE.items():
         row[name] = last.get(name, 0) + row[source]

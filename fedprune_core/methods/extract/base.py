@@ -37,13 +37,16 @@ class FullPlanner(Planner):
 
 
 class StructuredPlanner(Planner):
-    """Keeps, in every group, the first kept_units(width, ratio) units of the group's order."""
+    """Keeps, in every group, the first kept_units(width, ratio, multiple) units of the group's
+    order."""
 
-    def __init__(self, layout: ParamLayout, unit_order: dict[str, torch.Tensor], device):
+    def __init__(self, layout: ParamLayout, unit_order: dict[str, torch.Tensor], device,
+                 multiple: int = 1):
         self.layout, self.unit_order, self.device = layout, unit_order, device
+        self.multiple = multiple
 
     def plan(self, ratio: float) -> Plan:
-        keep = {g: torch.sort(order[:kept_units(len(order), ratio)])[0]
+        keep = {g: torch.sort(order[:kept_units(len(order), ratio, self.multiple)])[0]
                 for g, order in self.unit_order.items()}
         return structured_plan(self.layout, keep, ratio)
 
@@ -58,9 +61,11 @@ class Extractor:
 
 @dataclass(frozen=True)
 class StructuredExtractor(Extractor):
-    """A structured method only says in which order a group's units are kept."""
+    """A structured method only says in which order a group's units are kept; how many follows
+    from the client's ratio (and `width_multiple`, shared by every structured method)."""
 
     kind: ClassVar[str] = "structured"
+    width_multiple: int = 1
 
     def unit_order(self, weight: torch.Tensor, round_idx: int) -> torch.Tensor:
         """Unit indices of one group (rows of its weight), the first ones kept first."""
@@ -69,4 +74,4 @@ class StructuredExtractor(Extractor):
     def for_round(self, layout: ParamLayout, params: torch.Tensor, round_idx: int) -> Planner:
         views = layout.views(params)
         order = {g: self.unit_order(views[f"{g}.weight"], round_idx) for g in layout.spec.groups}
-        return StructuredPlanner(layout, order, params.device)
+        return StructuredPlanner(layout, order, params.device, self.width_multiple)
