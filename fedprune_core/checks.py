@@ -48,6 +48,7 @@ def _check_ranges(cfg: ExperimentConfig, need) -> None:
         need(getattr(cfg, name) > 0, name, "a number > 0")
     need(0.0 < cfg.ratio_step < 1.0, "ratio_step", "a number in (0, 1)")
     need(0.0 < cfg.data_fraction <= 1.0, "data_fraction", "a number in (0, 1]")
+    need(cfg.qsgd_bucket >= 0, "qsgd_bucket", "an integer >= 0 (0 = one norm a tensor)")
     need(cfg.diagnostic_test_samples >= 0, "diagnostic_test_samples",
          "an integer >= 0 (0 = the whole test set)")
     need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")

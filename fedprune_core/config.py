@@ -89,6 +89,8 @@ class ExperimentConfig:
     fc_cost: float = _p(2.0, "Cost weight of a fully connected coordinate (cost_weighted).")
     qsgd_levels: int = _p(16, "QSGD quantisation levels s (sign + ceil(log2(s+1)) bits a "
                               "coordinate).")
+    qsgd_bucket: int = _p(512, "QSGD: coordinates sharing one norm (the paper's 512); 0 = one "
+                               "norm a tensor (far noisier on large layers).")
     # --- server -----------------------------------------------------------------------------
     aggregation: str = _p("fedavg", "Server aggregation: masked FedAvg, or FedAvg with server "
                                     "momentum (FedAvgM).", ("fedavg", "fedavgm"))
@@ -201,7 +203,8 @@ class ExperimentConfig:
             prune += f" x{self.width_multiple}"
         if self.adaptive_ratio or self.adaptive_ratio_online:
             prune += " adaptive"
-        sparse = (f"qsgd s={self.qsgd_levels}" if self.sparsify_method == "qsgd"
+        sparse = (f"qsgd s={self.qsgd_levels} b={self.qsgd_bucket or 'tensor'}"
+                  if self.sparsify_method == "qsgd"
                   else f"{self.sparsify_method} {self.sparsity_ratio:g}")
         if not self.error_feedback and self.compression:
             sparse += " no-EF"
