@@ -81,7 +81,9 @@ def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
         changed[slot.client_id] = ClientState(
             setup.ratio_policy.next(client.ratio, simulated, setup.deadline), client.residual)
         messages.append(result.message)
-    updates = [wire.decode(m, planner, state.params.device, setup.compressor) for m in messages]
+    # decoded one at a time as the aggregator reads them: a decoded update carries its plan's
+    # coordinates (up to 8 bytes a parameter), too much to hold for 200 clients at once
+    updates = (wire.decode(m, planner, state.params.device, setup.compressor) for m in messages)
     params, aggregator, trained = setup.aggregator.aggregate(state.params, updates,
                                                              state.aggregator)
     if not torch.isfinite(params).all():

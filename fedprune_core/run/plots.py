@@ -68,10 +68,19 @@ def partition_figure(counts: np.ndarray, path: Path) -> Path:
     return path
 
 
+MAX_BARS = 200  # beyond this many clients, bars are thinner than a pixel: a heatmap instead
+
+
 def partition_plot(counts: np.ndarray) -> Figure:
-    """Stacked bars: samples of each class on each client."""
+    """Stacked bars: samples of each class on each client (a heatmap for large federations)."""
     fig = Figure(figsize=(min(14, max(6, 0.35 * len(counts))), 4))
     ax = fig.subplots()
+    if len(counts) > MAX_BARS:
+        image = ax.imshow(counts.T, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set(xlabel="Client", ylabel="Class", title="Partition: samples of each class per client")
+        fig.colorbar(image, ax=ax, label="samples")
+        fig.tight_layout()
+        return fig
     bottom = np.zeros(len(counts))
     colors = colormaps["tab10" if counts.shape[1] <= 10 else "tab20"]
     for c in range(counts.shape[1]):

@@ -15,7 +15,7 @@ from ..registry import register
 from .base import Aggregator
 
 
-def masked_mean(params: torch.Tensor, updates: list, weighting: str
+def masked_mean(params: torch.Tensor, updates, weighting: str
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the weighted mean update per coordinate over the clients that trained it, trained)."""
     numerator = torch.zeros_like(params)
