@@ -63,6 +63,9 @@ def test_quick_bench_writes_every_number(tmp_path):
         f = res[f"floor_{name}"]
         assert f["wall_sec"] > f["floor_sec"] > f["train_floor_sec"] > 0 and f["evaluations"] == 1
         assert f["over_floor_x"] == pytest.approx(f["wall_sec"] / f["floor_sec"])
+        # the practical floor trains at the full model's measured speed, below the ceiling
+        assert f["practical_floor_sec"] > f["floor_sec"]
+        assert f["over_practical_floor_x"] == pytest.approx(f["wall_sec"] / f["practical_floor_sec"])
         assert sum(f["split_sec"].values()) == pytest.approx(f["wall_sec"])
         assert min(v for k, v in f["split_sec"].items() if k != "diagnostics") > 0
         assert 0 <= f["tail_accuracy_pct"] <= 100
