@@ -14,6 +14,8 @@ KERNEL_NAME := fedprune-sparse
 SEEDS ?= 0
 # One unit per core at a time; each unit runs on one thread (same numbers whatever JOBS is).
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# make test: one pytest worker per core (each test process uses one torch thread)
+TEST_WORKERS ?= $(JOBS)
 BACKEND ?= local
 ROUNDS ?=
 FORCE ?=
@@ -65,7 +67,7 @@ run: $(STAMP)
 		$(if $(FORCE),--overwrite)
 
 test: $(STAMP) test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 ablations: $(STAMP)
 	$(PY) -m fedprune_core batch run --params $(ABLATIONS) $(BATCH_FLAGS)

@@ -2,8 +2,14 @@
 
 
 import pytest
+import torch
 
 from fedprune_core.config import ExperimentConfig
+
+# One torch thread per test process: `make test` runs one pytest worker per core (pytest-xdist),
+# and OpenMP threads beyond the cores make every worker many times slower. Tests that measure
+# threads set them themselves.
+torch.set_num_threads(1)
 
 
 # Small but real: MNIST, 10% of the training set, a few clients.
