@@ -86,15 +86,15 @@ def floor(run: dict, ceiling_gflops: float, eval_10k_sec: float,
     train_floor = gflops / ceiling_gflops
     floor_sec = train_floor + evaluations * eval_10k_sec
     practical = gflops / full_training_gflops + evaluations * eval_10k_sec
+    seconds = split(run)
     return {"wall_sec": run["wall_sec"], "floor_sec": floor_sec,
             "train_floor_sec": train_floor, "evaluations": evaluations,
             "over_floor_x": run["wall_sec"] / floor_sec,
             "practical_floor_sec": practical, "over_practical_floor_x": run["wall_sec"] / practical,
-            "train_gflops": run["summary"]["total_client_train_gflops"],
-            "train_gflops_per_sec": run["summary"]["total_client_train_gflops"]
-            / max(split(run)["training"], 1e-9),
+            "train_gflops": gflops,
+            "train_gflops_per_sec": gflops / max(seconds["training"], 1e-9),
             "tail_accuracy_pct": run["summary"]["tail_test_accuracy"],
-            "peak_rss_mb": run["peak_rss_mb"], "split_sec": split(run)}
+            "peak_rss_mb": run["peak_rss_mb"], "split_sec": seconds}
 
 
 def checkpoint_figures(run: dict) -> dict:

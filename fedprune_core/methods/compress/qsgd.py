@@ -57,7 +57,7 @@ class QSGD(Compressor):
             part = combined[start:start + n].detach().cpu()
             start += n
             norms = _bucket_norms(part, self.bucket(n))  # float32, one a bucket
-            norm = torch.from_numpy(np.repeat(norms, self.bucket(n))[:n])
+            norm = torch.from_numpy(self._per_coordinate(norms, n))
             scaled = torch.where(norm > 0, part.abs() / norm * s, torch.zeros_like(part))
             floor = scaled.floor()
             up = torch.rand(n, generator=generator) < (scaled - floor)
@@ -80,8 +80,12 @@ class QSGD(Compressor):
                              count=count * (1 + bits), bitorder="little")
         matrix = flat.reshape(count, 1 + bits).astype(np.int64)
         level = (matrix[:, 1:] << np.arange(bits, dtype=np.int64)).sum(1)
-        norm = np.repeat(norms, self.bucket(count))[:count]
-        return dequantize(norm, matrix[:, 0].astype(bool), level, s), at + size
+        return dequantize(self._per_coordinate(norms, count), matrix[:, 0].astype(bool), level,
+                          s), at + size
+
+    def _per_coordinate(self, norms: np.ndarray, n: int) -> np.ndarray:
+        """Each of a tensor's n coordinates with its bucket's norm."""
+        return np.repeat(norms, self.bucket(n))[:n]
 
 
 def _bucket_norms(part: torch.Tensor, bucket: int) -> np.ndarray:
