@@ -10,9 +10,9 @@ Measures, in one run on one machine, and writes to results/bench/bench.json:
   - client updates/s (broadcast + `fl.client.local_update`) for each method;
   - the first- vs second-call cost of new structured sub-model shapes;
   - 2 intra-op threads in one process vs two 1-thread processes side by side;
-  - the default run (`make run`'s parameters) and the FedAvg baseline end to end, each in its
-    own process, against their compute floor (training FLOPs at the matmul ceiling plus one
-    10k evaluation per evaluated round), with the time split into training, the rest of the
+  - the default run (`make run`'s parameters; also on the parallel engine) and the FedAvg
+    baseline end to end, each in its own process, against their compute floor (training FLOPs
+    at the matmul ceiling plus one 10k evaluation per evaluated round), with the time split into training, the rest of the
     client updates, evaluation, diagnostics, checkpoints and the rest (benchmarks/scale.py);
     the seed-like reference (benchmarks/naive_reference.py) runs the default beside them;
   - checkpoint bytes and seconds per round and peak memory of 20, 1,000 and 10,000-client
@@ -374,12 +374,14 @@ def profile_tables(flat, layout, data, test) -> dict:
 
 def experiments(sizes: Sizes, threads: int, runs_dir: Path, ceiling_gflops: float,
                 eval_10k_sec: float, full_training_gflops: float, note) -> dict:
-    """The default run (`make run`'s parameters) and the FedAvg baseline end to end, each
-    against its compute floor with its time split; the seed-like reference beside the default
-    run, so the speed-up is measured side by side."""
+    """The default run (`make run`'s parameters) on the sequential and the parallel engine
+    and the FedAvg baseline end to end, each against its compute floor with its time split;
+    the seed-like reference beside the default run, so the speed-up is measured side by side."""
     common = dict(sizes.experiment, progress="off", results_dir=str(runs_dir), overwrite=True,
                   num_threads=threads)
     configs = {"default": ExperimentConfig(**common, run_name="bench_default"),
+               "default_parallel": ExperimentConfig(**common, engine="parallel",
+                                                    run_name="bench_default_parallel"),
                "fedavg": ExperimentConfig.from_yaml(
                    REPO / "params" / "ablations" / "baseline_fedavg.yaml",
                    overrides={**common, "run_name": "bench_fedavg"})}
@@ -397,6 +399,8 @@ def experiments(sizes: Sizes, threads: int, runs_dir: Path, ceiling_gflops: floa
     out["naive_default"] = {k: naive[k] for k in ("wall_sec", "rounds_sec", "final_accuracy_pct",
                                                    "peak_rss_mb", "rss_after_imports_mb")}
     out["speedup_over_naive_x"] = naive["wall_sec"] / out["floor_default"]["wall_sec"]
+    out["parallel_speedup_x"] = (out["floor_default"]["wall_sec"]
+                                 / out["floor_default_parallel"]["wall_sec"])
     return out
 
 
@@ -598,7 +602,7 @@ def experiment_rows(res: dict) -> list[tuple[str, str]]:
     e = res["experiment_config"]
     rows = [(f"experiments ({e['rounds']} rounds, {e['num_clients']} clients, "
              f"{e['clients_per_round']}/round, {e['local_epochs']} epochs)", "")]
-    for name in ("default", "fedavg"):
+    for name in ("default", "default_parallel", "fedavg"):
         f = res[f"floor_{name}"]
         split = ", ".join(f"{k} {v:.1f}" for k, v in f["split_sec"].items())
         rows += [(f"  {name}: wall / floor", f"{f['wall_sec']:.1f} s / {f['floor_sec']:.1f} s "
@@ -607,6 +611,8 @@ def experiment_rows(res: dict) -> list[tuple[str, str]]:
                                              f"model's training speed (tail accuracy "
                                              f"{f['tail_accuracy_pct']:.2f}%)"),
                  (f"  {name}: split (s)", split)]
+    rows.append(("  parallel engine over sequential, default run",
+                 f"{res['parallel_speedup_x']:.2f}x faster"))
     naive = res["naive_default"]
     rows.append(("  seed-like reference, default run", f"{naive['wall_sec']:.1f} s: the default "
                  f"run is {res['speedup_over_naive_x']:.2f}x faster"))

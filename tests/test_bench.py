@@ -59,7 +59,7 @@ def test_quick_bench_writes_every_number(tmp_path):
     assert all(v > 0 for v in res["eval_10k_sec_by_batch"].values())
     assert all(v > 0 for v in res["eval_layout_ablation_10k_sec"].values())
     assert all(v["first_sec"] > 0 and v["second_sec"] > 0 for v in res["first_call"].values())
-    for name in ("default", "fedavg"):  # wall = floor x ratio, and the split adds up to wall
+    for name in ("default", "default_parallel", "fedavg"):  # wall = floor x ratio, split = wall
         f = res[f"floor_{name}"]
         assert f["wall_sec"] > f["floor_sec"] > f["train_floor_sec"] > 0 and f["evaluations"] == 1
         assert f["over_floor_x"] == pytest.approx(f["wall_sec"] / f["floor_sec"])
@@ -69,6 +69,13 @@ def test_quick_bench_writes_every_number(tmp_path):
         assert sum(f["split_sec"].values()) == pytest.approx(f["wall_sec"])
         assert min(v for k, v in f["split_sec"].items() if k != "diagnostics") > 0
         assert 0 <= f["tail_accuracy_pct"] <= 100
+    # the parallel engine's clients overlap, so its split leaves them in with the rest; at one
+    # thread (this bench's) it has one worker and the sequential engine's numbers
+    sequential, parallel = res["floor_default"], res["floor_default_parallel"]
+    assert set(sequential["split_sec"]) - set(parallel["split_sec"]) == {"training", "update_rest"}
+    assert parallel["tail_accuracy_pct"] == sequential["tail_accuracy_pct"]
+    assert parallel["train_gflops"] == sequential["train_gflops"]
+    assert res["parallel_speedup_x"] == pytest.approx(sequential["wall_sec"] / parallel["wall_sec"])
     assert 0 <= res["naive_default"]["final_accuracy_pct"] <= 100
     small, large = res["federations"]["20"], res["federations"]["200"]
     model_mb = 4 * 824_458 / 1e6

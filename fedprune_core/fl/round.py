@@ -4,13 +4,18 @@ No I/O: the loop around it (run/loop.py) samples the cohort, evaluates, logs and
 Data flows one way: global model -> each client's sub-model or mask -> local training ->
 delta -> error feedback + compression -> bytes -> decode -> aggregation -> new state.
 
-Local training runs on one of two engines (`setup.engine`): `sequential` trains the clients one
-after another, each on its real sub-model (the fastest way on a CPU); `cohort` trains the whole
-cohort in one batched computation (fl/cohort.py, for GPUs). Every other step is the same code.
+Local training runs on one of three engines (`setup.engine`): `sequential` trains the clients one
+after another, each on its real sub-model; `parallel` runs whole client updates side by side, one
+per core on one torch thread each (the fastest way on a multi-core CPU, and the same numbers as
+`sequential` on one thread); `cohort` trains the whole cohort in one batched computation
+(fl/cohort.py, for GPUs). Every other step is the same code.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -32,7 +37,7 @@ from .systems import ClientProfile
 from .training import DivergenceError, LocalTraining
 
 
-ENGINES = ("sequential", "cohort")
+ENGINES = ("sequential", "parallel", "cohort")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class RoundSetup:
     error_feedback: bool
     seed: int
     deadline: float  # simulated seconds, for the ratio policy
-    engine: str = "sequential"  # local training: "sequential" or "cohort" (fl/cohort.py)
+    engine: str = "sequential"  # local training: one of ENGINES
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -72,10 +77,32 @@ class Cohort:
 def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
               ) -> tuple[ServerState, list[dict]]:
     """The next state and one diagnostics row per client of the cohort."""
+    with _round_threads(setup) as workers:
+        return _run_round(state, cohort, setup, workers)
+
+
+@contextmanager
+def _round_threads(setup: RoundSetup) -> Iterator[int]:
+    """The parallel engine's round runs on one torch thread in every thread (so its numbers
+    are the sequential engine's on one thread, whatever the core count), with as many client
+    workers as torch had threads; the count is restored afterwards."""
+    threads = torch.get_num_threads()
+    if setup.engine != "parallel":
+        yield 1
+        return
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup, workers: int
+               ) -> tuple[ServerState, list[dict]]:
     r, layout = cohort.round, setup.layout
     planner = setup.extractor.for_round(layout, state.params, r)
     changed, messages, rows = {}, [], []
-    for slot, down, result, client in client_updates(state, cohort, setup, planner):
+    for slot, down, result, client in client_updates(state, cohort, setup, planner, workers):
         simulated = slot.profile.time(result.train_flops, down, len(result.message))
         rows.append(_client_row(r, slot, client.ratio, result, down, simulated, layout))
         changed[slot.client_id] = ClientState(
@@ -96,11 +123,11 @@ _Update = tuple[ClientSlot, int, ClientResult, ClientState]  # slot, downlink by
 
 
 def client_updates(state: ServerState, cohort: Cohort, setup: RoundSetup,
-                   planner) -> Iterator[_Update]:
+                   planner, workers: int = 1) -> Iterator[_Update]:
     """Each client's broadcast, local update and new state, in cohort order, on the engine
-    `setup.engine` names (the two differ only in how local training runs)."""
-    engine = _sequential if setup.engine == "sequential" else _cohort
-    return engine(state, cohort, setup, planner)
+    `setup.engine` names (they differ only in how local training runs)."""
+    engine = {"sequential": _sequential, "parallel": _parallel, "cohort": _cohort}[setup.engine]
+    return engine(state, cohort, setup, planner, workers)
 
 
 def _broadcaster(state: ServerState, setup: RoundSetup, planner) -> Callable[[float], bytes]:
@@ -115,7 +142,7 @@ def _broadcaster(state: ServerState, setup: RoundSetup, planner) -> Callable[[fl
 
 
 def _sequential(state: ServerState, cohort: Cohort, setup: RoundSetup,
-                planner) -> Iterator[_Update]:
+                planner, workers: int) -> Iterator[_Update]:
     """One client after another: each client's update is done before the next one starts."""
     broadcast = _broadcaster(state, setup, planner)
     for slot in cohort.clients:
@@ -125,8 +152,37 @@ def _sequential(state: ServerState, cohort: Cohort, setup: RoundSetup,
         yield slot, len(down), result, client
 
 
+def _parallel(state: ServerState, cohort: Cohort, setup: RoundSetup,
+              planner, workers: int) -> Iterator[_Update]:
+    """Whole local updates side by side on `workers` threads (torch releases the GIL inside
+    its kernels), yielded in cohort order. Each update is a pure function of its client's
+    state, so the results do not depend on which worker ran it or when; at most two updates a
+    worker are in flight (a large cohort's broadcasts are not all held at once)."""
+    broadcast = _broadcaster(state, setup, planner)
+    window: deque = deque()
+    pool = ThreadPoolExecutor(min(workers, len(cohort.clients)) or 1,
+                              initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        for slot in cohort.clients:
+            client = state.clients[slot.client_id]  # the store is read from this thread only
+            down = broadcast(client.ratio)
+            window.append((slot, len(down), pool.submit(local_update, setup, slot, cohort.round,
+                                                        down, planner, client)))
+            if len(window) >= 2 * workers:
+                yield _done(window.popleft())
+        while window:
+            yield _done(window.popleft())
+    finally:  # an error or Ctrl-C: drop what has not started, wait for what has
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(pending) -> _Update:
+    slot, down, future = pending
+    return (slot, down, *future.result())
+
+
 def _cohort(state: ServerState, cohort: Cohort, setup: RoundSetup,
-            planner) -> Iterator[_Update]:
+            planner, workers: int) -> Iterator[_Update]:
     """Every client prepared, the cohort trained in one batched computation, then every
     client finished (the cohort's start values and old residuals are in memory at once)."""
     broadcast = _broadcaster(state, setup, planner)

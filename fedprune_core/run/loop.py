@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,9 +53,7 @@ def run_experiment(cfg: ExperimentConfig,
     check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=artifacts.default_run_name())
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    with claimed(Path(cfg.results_dir) / cfg.run_name):
+    with claimed(Path(cfg.results_dir) / cfg.run_name), _torch_threads(cfg.num_threads):
         run_dir, checkpoint = artifacts.prepare_run_dir(cfg)
         log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off",
                                  bar=cfg.progress == "auto")
@@ -75,6 +74,19 @@ def run_experiment(cfg: ExperimentConfig,
             raise DivergenceError(message) from None
         finally:
             artifacts.close_log(log)
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """The run's thread count (0 = leave torch's), restored afterwards: a notebook kernel or a
+    test process goes on with the count it had."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
