@@ -1,8 +1,8 @@
 """The scale figures of `make bench`, from whole experiments run in fresh processes.
 
 - Floor: an experiment's end-to-end wall time against its compute floor, i.e. its clients'
-  training FLOPs at the machine's measured matmul ceiling plus one 10k-image evaluation per
-  evaluated round, and where the time went, from the run's own CSVs: training, the rest of the
+  training FLOPs at the machine's measured ceiling (the faster of a large matmul and a large
+  convolution) plus one 10k-image evaluation per evaluated round, and where the time went, from the run's own CSVs: training, the rest of the
   client updates (decode, selection, error feedback, encode, copies), evaluation, diagnostics,
   checkpoints (the checkpoint file and the client store's commit), everything else (data
   loading, the server's decode and aggregation, CSVs, figures).

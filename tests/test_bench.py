@@ -18,7 +18,7 @@ import torch
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 POSITIVE_KEYS = (
-    "matmul_gflops_per_sec", "conv_gflops_per_sec", "data_load_sec",
+    "matmul_gflops_per_sec", "conv_gflops_per_sec", "ceiling_gflops_per_sec", "data_load_sec",
     "train_full_samples_per_sec", "train_full_gflops_per_sec", "train_full_pct_of_matmul",
     "train_full_pct_of_conv",
     "train_pruned40_samples_per_sec", "train_pruned40_gflops_per_sec",
@@ -56,6 +56,8 @@ def test_quick_bench_writes_every_number(tmp_path):
         assert isinstance(res[key], (int, float)) and math.isfinite(res[key]) and res[key] > 0, key
     assert set(res["client_updates_per_sec"]) == set(METHODS)
     assert all(v > 0 for v in res["client_updates_per_sec"].values())
+    assert res["ceiling_gflops_per_sec"] == max(res["matmul_gflops_per_sec"],
+                                                res["conv_gflops_per_sec"])
     assert all(v > 0 for v in res["eval_10k_sec_by_batch"].values())
     assert all(v > 0 for v in res["eval_layout_ablation_10k_sec"].values())
     assert all(v["first_sec"] > 0 and v["second_sec"] > 0 for v in res["first_call"].values())
@@ -63,6 +65,8 @@ def test_quick_bench_writes_every_number(tmp_path):
         f = res[f"floor_{name}"]
         assert f["wall_sec"] > f["floor_sec"] > f["train_floor_sec"] > 0 and f["evaluations"] == 1
         assert f["over_floor_x"] == pytest.approx(f["wall_sec"] / f["floor_sec"])
+        assert f["train_floor_sec"] == pytest.approx(f["train_gflops"]
+                                                     / res["ceiling_gflops_per_sec"])
         # the practical floor trains at the full model's measured speed, below the ceiling
         assert f["practical_floor_sec"] > f["floor_sec"]
         assert f["over_practical_floor_x"] == pytest.approx(f["wall_sec"] / f["practical_floor_sec"])

@@ -2,9 +2,10 @@
 (delta, error feedback + compression, encode). A client's state comes in and its new state goes
 out; nothing is mutated.
 
-The steps are separate so that both training engines share everything but the training:
-`local_update` runs them for one client (the sequential engine); fl/cohort.py trains a whole
-cohort's prepared clients at once and hands each one's result to the same `finish`.
+The steps are separate so that the training engines share everything but the training:
+`local_update` runs them for one client (the sequential and parallel engines); fl/cohort.py
+trains a whole cohort's prepared clients at once and hands each one's result to the same
+`finish`.
 """
 
 from __future__ import annotations

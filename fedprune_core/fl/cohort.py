@@ -21,7 +21,7 @@ nothing, so the masked full-width model computes what the sub-model computes.
 
 On a CPU oneDNN's sequential convolutions are faster (see benchmarks/engines.py); this engine
 is for GPUs (`engine: cohort`). `train_prepared` is the round's training step: it takes the
-clients fl/client.py `prepare`d and returns what `finish` needs, so both engines share every
+clients fl/client.py `prepare`d and returns what `finish` needs, so every engine shares every
 other step of the update.
 """
 
