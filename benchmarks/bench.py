@@ -13,8 +13,9 @@ Measures, in one run on one machine, and writes to results/bench/bench.json:
   - 2 intra-op threads in one process vs two 1-thread processes side by side;
   - the default run (`make run`'s parameters; also on the parallel engine) and the FedAvg
     baseline end to end, each in its own process, against their compute floor (training FLOPs
-    at the ceiling plus one 10k evaluation per evaluated round), with the time split into training, the rest of the
-    client updates, evaluation, diagnostics, checkpoints and the rest (benchmarks/scale.py);
+    at the ceiling plus one 10k evaluation per evaluated round), with the time split into
+    training, the rest of the client updates, evaluation, diagnostics, checkpoints and the rest
+    (benchmarks/scale.py);
     the seed-like reference (benchmarks/naive_reference.py) runs the default beside them;
   - checkpoint bytes and seconds per round and peak memory of 20, 1,000 and 10,000-client
     federations with error feedback;

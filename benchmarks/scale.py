@@ -2,8 +2,8 @@
 
 - Floor: an experiment's end-to-end wall time against its compute floor, i.e. its clients'
   training FLOPs at the machine's measured ceiling (the faster of a large matmul and a large
-  convolution) plus one 10k-image evaluation per evaluated round, and where the time went, from the run's own CSVs: training, the rest of the
-  client updates (decode, selection, error feedback, encode, copies), evaluation, diagnostics,
+  convolution) plus one 10k-image evaluation per evaluated round, and where the time went,
+  from the run's own CSVs: training, the rest of the client updates (decode, selection, error feedback, encode, copies), evaluation, diagnostics,
   checkpoints (the checkpoint file and the client store's commit), everything else (data
   loading, the server's decode and aggregation, CSVs, figures).
 - Checkpoints and memory: federations of 20, 1,000 and 10,000 clients with error feedback; the
@@ -75,8 +75,8 @@ def split(run: dict) -> dict:
         "training": clients.train_time_sec.sum(),
         "update_rest": (clients.update_time_sec - clients.train_time_sec).sum()}
     parts |= {"evaluation": metrics.eval_time_sec.sum(),
-             "diagnostics": metrics.diagnostic_time_sec.sum(),
-             "checkpoint": sum(c["sec"] for c in run["checkpoints"] + run["commits"])}
+              "diagnostics": metrics.diagnostic_time_sec.sum(),
+              "checkpoint": sum(c["sec"] for c in run["checkpoints"] + run["commits"])}
     parts["other"] = run["wall_sec"] - sum(parts.values())
     return {k: float(v) for k, v in parts.items()}
 

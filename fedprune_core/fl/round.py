@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -34,7 +33,7 @@ from .cohort import train_prepared
 from .plan import full_plan
 from .state import ClientState, ServerState
 from .systems import ClientProfile
-from .training import DivergenceError, LocalTraining
+from .training import DivergenceError, LocalTraining, torch_threads
 
 
 ENGINES = ("sequential", "parallel", "cohort")
@@ -77,24 +76,12 @@ class Cohort:
 def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
               ) -> tuple[ServerState, list[dict]]:
     """The next state and one diagnostics row per client of the cohort."""
-    with _round_threads(setup) as workers:
+    # the parallel engine: as many client workers as torch has threads, and the whole round on
+    # one torch thread in every thread, so its numbers are the sequential engine's on one
+    # thread, whatever the core count
+    workers = torch.get_num_threads()
+    with torch_threads(1 if setup.engine == "parallel" else 0):
         return _run_round(state, cohort, setup, workers)
-
-
-@contextmanager
-def _round_threads(setup: RoundSetup) -> Iterator[int]:
-    """The parallel engine's round runs on one torch thread in every thread (so its numbers
-    are the sequential engine's on one thread, whatever the core count), with as many client
-    workers as torch had threads; the count is restored afterwards."""
-    threads = torch.get_num_threads()
-    if setup.engine != "parallel":
-        yield 1
-        return
-    torch.set_num_threads(1)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup, workers: int
@@ -126,8 +113,10 @@ def client_updates(state: ServerState, cohort: Cohort, setup: RoundSetup,
                    planner, workers: int = 1) -> Iterator[_Update]:
     """Each client's broadcast, local update and new state, in cohort order, on the engine
     `setup.engine` names (they differ only in how local training runs)."""
-    engine = {"sequential": _sequential, "parallel": _parallel, "cohort": _cohort}[setup.engine]
-    return engine(state, cohort, setup, planner, workers)
+    if setup.engine == "parallel":
+        return _parallel(state, cohort, setup, planner, workers)
+    engine = _sequential if setup.engine == "sequential" else _cohort
+    return engine(state, cohort, setup, planner)
 
 
 def _broadcaster(state: ServerState, setup: RoundSetup, planner) -> Callable[[float], bytes]:
@@ -142,7 +131,7 @@ def _broadcaster(state: ServerState, setup: RoundSetup, planner) -> Callable[[fl
 
 
 def _sequential(state: ServerState, cohort: Cohort, setup: RoundSetup,
-                planner, workers: int) -> Iterator[_Update]:
+                planner) -> Iterator[_Update]:
     """One client after another: each client's update is done before the next one starts."""
     broadcast = _broadcaster(state, setup, planner)
     for slot in cohort.clients:
@@ -182,7 +171,7 @@ def _done(pending) -> _Update:
 
 
 def _cohort(state: ServerState, cohort: Cohort, setup: RoundSetup,
-            planner, workers: int) -> Iterator[_Update]:
+            planner) -> Iterator[_Update]:
     """Every client prepared, the cohort trained in one batched computation, then every
     client finished (the cohort's start values and old residuals are in memory at once)."""
     broadcast = _broadcaster(state, setup, planner)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -25,7 +24,7 @@ from ..config import ExperimentConfig
 from ..data.loading import resolve_data_root
 from ..fl.round import run_round
 from ..fl.store import FileStore
-from ..fl.training import DivergenceError
+from ..fl.training import DivergenceError, torch_threads
 from .federation import Federation, build_federation, cohort, initial_state
 from .summary import MB
 
@@ -53,7 +52,7 @@ def run_experiment(cfg: ExperimentConfig,
     check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=artifacts.default_run_name())
-    with claimed(Path(cfg.results_dir) / cfg.run_name), _torch_threads(cfg.num_threads):
+    with claimed(Path(cfg.results_dir) / cfg.run_name), torch_threads(cfg.num_threads):
         run_dir, checkpoint = artifacts.prepare_run_dir(cfg)
         log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off",
                                  bar=cfg.progress == "auto")
@@ -74,19 +73,6 @@ def run_experiment(cfg: ExperimentConfig,
             raise DivergenceError(message) from None
         finally:
             artifacts.close_log(log)
-
-
-@contextmanager
-def _torch_threads(n: int):
-    """The run's thread count (0 = leave torch's), restored afterwards: a notebook kernel or a
-    test process goes on with the count it had."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
