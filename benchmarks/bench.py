@@ -5,7 +5,8 @@ Measures, in one run on one machine, and writes to results/bench/bench.json:
     a CPU's widest vector units, and on AMD it need not be fast at all): the machine's ceiling
     is the faster of the two, measured in the same run;
   - local training samples/s and GFLOP/s of the full and a 40%-structured-pruned SimpleCNN
-    through the core's own `fl.training.train` (FLOPs: ModelSpec.train_flops_per_sample);
+    (exact widths, and rounded to multiples of 8 and of 16 as `width_multiple` does) through
+    the core's own `fl.training.train` (FLOPs: ModelSpec.train_flops_per_sample);
   - evaluation of the 10k test set through `fl.evaluate.evaluate`, and a layout ablation
     (NCHW vs channels-last, ReLU before vs after pooling, two batch sizes);
   - client updates/s (broadcast + `fl.client.local_update`) for each method;
@@ -123,9 +124,18 @@ def spec_full() -> ModelSpec:
     return model_spec(MODEL, INFO)
 
 
-def spec_pruned(ratio: float) -> ModelSpec:
+def spec_pruned(ratio: float, multiple: int = 1) -> ModelSpec:
     full = spec_full()
-    return full.with_widths({g: kept_units(w, ratio) for g, w in full.widths.items()})
+    return full.with_widths({g: kept_units(w, ratio, multiple) for g, w in full.widths.items()})
+
+
+# the sub-models whose training speed is measured: full, 40%-structured at exact widths, and
+# the same with widths rounded to multiples of 8 and 16 (`width_multiple`: oneDNN blocks
+# channels by 8 in its AVX2 kernels and by 16 in its AVX-512 ones)
+TRAINED_SPECS = {"full": ("full", spec_full),
+                 "pruned40": ("40% structured", lambda: spec_pruned(0.4)),
+                 "pruned40_x8": ("40% structured, widths x8", lambda: spec_pruned(0.4, 8)),
+                 "pruned40_x16": ("40% structured, widths x16", lambda: spec_pruned(0.4, 16))}
 
 
 def subset(data: TensorDataset, n: int) -> TensorDataset:
@@ -477,13 +487,15 @@ def run(args) -> dict:
     note("local training throughput")
     data = subset(train_set, sizes.train_samples)
     res["train_samples"] = sizes.train_samples
-    for key, spec in (("full", spec_full()), ("pruned40", spec_pruned(0.4))):
+    for key, (_, make_spec) in TRAINED_SPECS.items():
+        spec = make_spec()
         t = train_throughput(spec, data, sizes.train_repeats)
         res[f"train_{key}_samples_per_sec"] = t["samples_per_sec"]
         res[f"train_{key}_gflops_per_sec"] = t["gflops_per_sec"]
         res[f"train_{key}_pct_of_matmul"] = 100 * t["gflops_per_sec"] / res["matmul_gflops_per_sec"]
         res[f"train_{key}_pct_of_conv"] = 100 * t["gflops_per_sec"] / res["conv_gflops_per_sec"]
         res[f"train_{key}_flops_per_sample"] = spec.train_flops_per_sample()
+        res[f"train_{key}_widths"] = list(spec.widths.values())
 
     note("intra-op threads vs processes")
     for n in (1, 2):
@@ -558,8 +570,9 @@ def table(res: dict) -> str:
         ("conv 3x3 256->256 32x32 (oneDNN)", f"{res['conv_gflops_per_sec']:.1f} GFLOP/s"),
         ("ceiling (the faster of the two)", f"{res['ceiling_gflops_per_sec']:.1f} GFLOP/s"),
     ]
-    for key, label in (("full", "full"), ("pruned40", "40% structured")):
-        rows.append((f"train {label} SimpleCNN",
+    for key, (label, _) in TRAINED_SPECS.items():
+        widths = "/".join(map(str, res[f"train_{key}_widths"]))
+        rows.append((f"train {label} SimpleCNN ({widths})",
                      f"{res[f'train_{key}_samples_per_sec']:,.0f} samples/s, "
                      f"{res[f'train_{key}_gflops_per_sec']:.1f} GFLOP/s "
                      f"({res[f'train_{key}_pct_of_matmul']:.0f}% of matmul, "

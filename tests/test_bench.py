@@ -23,6 +23,7 @@ POSITIVE_KEYS = (
     "train_full_pct_of_conv",
     "train_pruned40_samples_per_sec", "train_pruned40_gflops_per_sec",
     "train_pruned40_pct_of_matmul",
+    "train_pruned40_x8_gflops_per_sec", "train_pruned40_x16_gflops_per_sec",
     "train_full_samples_per_sec_1thread", "train_full_samples_per_sec_2thread",
     "train_full_samples_per_sec_2proc_1thread_total",
     "eval_samples_per_sec", "eval_10k_sec", "eval_naive_10k_sec",
@@ -58,6 +59,12 @@ def test_quick_bench_writes_every_number(tmp_path):
     assert all(v > 0 for v in res["client_updates_per_sec"].values())
     assert res["ceiling_gflops_per_sec"] == max(res["matmul_gflops_per_sec"],
                                                 res["conv_gflops_per_sec"])
+    # SimpleCNN's 32/64/256 units at ratio 0.4: exact 19/38/154 (round(0.6 * width)); rounded
+    # to multiples of 8: 16/40/152, of 16: 16/32/160
+    assert res["train_pruned40_widths"] == [19, 38, 154]
+    assert res["train_pruned40_x8_widths"] == [16, 40, 152]
+    assert res["train_pruned40_x16_widths"] == [16, 32, 160]
+    assert res["train_full_widths"] == [32, 64, 256]
     assert all(v > 0 for v in res["eval_10k_sec_by_batch"].values())
     assert all(v > 0 for v in res["eval_layout_ablation_10k_sec"].values())
     assert all(v["first_sec"] > 0 and v["second_sec"] > 0 for v in res["first_call"].values())
