@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# System packages the test suite exercises for real: the PDF route (headless Chromium) and a
-# single-node SLURM (slurm-wlm + munge) for the SLURM back end. apt-get runs only if missing.
+# System packages the test suite exercises for real: the PDF route (headless Chromium), pdftotext
+# (poppler-utils: the PDF test reads the printed text back) and a single-node SLURM (slurm-wlm +
+# munge) for the SLURM back end. apt-get runs only if something is missing.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bash "$here/install_pdf_deps.sh"
-if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then
+missing=()
+command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+{ command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; } \
+    || missing+=(slurm-wlm munge)
+if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_test_deps: no apt-get; install slurm-wlm and munge to test the SLURM back end" >&2
+    echo "install_test_deps: no apt-get; install ${missing[*]} to run every test" \
+         "(the PDF and SLURM tests skip without them)" >&2
     exit 0
 fi
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
-echo "install_test_deps: installing slurm-wlm munge ..."
+echo "install_test_deps: installing ${missing[*]} ..."
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    slurm-wlm munge >/dev/null
+    "${missing[@]}" >/dev/null
