@@ -3,9 +3,10 @@
 - Floor: an experiment's end-to-end wall time against its compute floor, i.e. its clients'
   training FLOPs at the machine's measured ceiling (the faster of a large matmul and a large
   convolution) plus one 10k-image evaluation per evaluated round, and where the time went,
-  from the run's own CSVs: training, the rest of the client updates (decode, selection, error feedback, encode, copies), evaluation, diagnostics,
-  checkpoints (the checkpoint file and the client store's commit), everything else (data
-  loading, the server's decode and aggregation, CSVs, figures).
+  from the run's own CSVs: training, the rest of the client updates (decode, selection, error
+  feedback, encode, copies), evaluation, diagnostics, checkpoints (the checkpoint file and the
+  client store's commit), everything else (data loading, the server's decode and aggregation,
+  CSVs, figures).
 - Checkpoints and memory: federations of 20, 1,000 and 10,000 clients with error feedback; the
   checkpoint's bytes and seconds per round (they grow with the clients per round, not with all
   clients) and each process's peak resident memory.
