@@ -33,18 +33,5 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "install_pdf_deps: need root (or sudo) to install: ${missing[*]}" >&2
-        exit 1
-    fi
-fi
-
-echo "install_pdf_deps: installing ${missing[*]} ..."
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+bash "$(cd "$(dirname "$0")" && pwd)/apt_install.sh" install_pdf_deps "${missing[@]}"
 echo "install_pdf_deps: done ($(command -v chromium || command -v chromium-browser || echo '?'))."

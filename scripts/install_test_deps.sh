@@ -17,9 +17,4 @@ if ! command -v apt-get >/dev/null 2>&1; then
          "(the PDF and SLURM tests skip without them)" >&2
     exit 0
 fi
-SUDO=""
-[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
-echo "install_test_deps: installing ${missing[*]} ..."
-$SUDO apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
+bash "$here/apt_install.sh" install_test_deps "${missing[@]}"

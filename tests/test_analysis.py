@@ -114,8 +114,12 @@ def test_runs_repeating_a_seed_are_rows_of_their_own(tmp_path):
 def test_a_corrupt_summary_is_skipped_with_a_note_naming_the_run(results, tmp_path):
     (results / "fedavg_s1" / "summary.json").write_text('{"run_name": ')
     (results / "hybrid_s1" / "config.json").write_bytes(b"\xff\xfe")
-    with pytest.warns(UserWarning, match="fedavg_s1 .*summary.json is not valid JSON"):
+    with pytest.warns(UserWarning) as caught:
         runs = analysis.load_runs(results)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert re.search("fedavg_s1 .*summary.json is not valid JSON", messages[0])
+    assert re.search("hybrid_s1 .*config.json is not valid JSON", messages[1])
     assert set(runs.summaries["run_name"]) == {"fedavg_s0", "hybrid_s0"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # analyze() turns them into notes, not warnings
