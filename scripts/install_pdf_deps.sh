@@ -33,5 +33,5 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 
-bash "$(cd "$(dirname "$0")" && pwd)/apt_install.sh" install_pdf_deps "${missing[@]}"
+bash "$(dirname "$0")/apt_install.sh" install_pdf_deps "${missing[@]}"
 echo "install_pdf_deps: done ($(command -v chromium || command -v chromium-browser || echo '?'))."
