@@ -274,3 +274,77 @@ def test_notebook_runs_under_papermill(tmp_path):
     methods = (out_dir / "methods.md").read_text()
     assert "93.00 ± 12.71" in methods
     assert (out_dir / "methods.tex").exists() and (out_dir / "partition.png").exists()
+
+
+# ---------------------------------------------------------------- run folders not to be believed
+
+def test_a_config_edited_after_the_run_is_skipped(results):
+    """summary.json records config.json's sha256: a run whose config.json was edited since is
+    skipped with a note saying why; runs from before the field (the others) are read as ever."""
+    import hashlib
+
+    run = results / "hybrid_s1"
+    summary = json.loads((run / "summary.json").read_text())
+    digest = hashlib.sha256((run / "config.json").read_bytes()).hexdigest()
+    (run / "summary.json").write_text(json.dumps({**summary, "config_sha256": digest}))
+    assert "hybrid_s1" in set(analysis.load_runs(results).summaries["run_name"])  # unchanged
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "pruning_ratio": 0.9}))
+    with pytest.warns(UserWarning, match="Skipping run hybrid_s1 .*config.json was changed "
+                                         "after the run"):
+        runs = analysis.load_runs(results)
+    assert set(runs.summaries["run_name"]) == {"fedavg_s0", "fedavg_s1", "hybrid_s0"}
+    assert "config_sha256" not in runs.summaries
+
+
+def test_a_summary_with_wrong_types_is_skipped(results):
+    path = results / "fedavg_s1" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "tail_test_accuracy": "high"}))
+    path = results / "hybrid_s1" / "metrics.csv"
+    path.write_text(path.read_text().replace("\n5,", "\nfive,"))
+    with pytest.warns(UserWarning) as caught:
+        runs = analysis.load_runs(results)
+    messages = sorted(str(w.message) for w in caught)
+    assert "fedavg_s1" in messages[0] and "tail_test_accuracy is 'high'" in messages[0]
+    assert "hybrid_s1" in messages[1] and "round column is not numeric" in messages[1]
+    assert set(runs.summaries["run_name"]) == {"fedavg_s0", "hybrid_s0"}
+
+
+def test_a_folder_name_that_is_not_utf8_is_skipped(results, tmp_path):
+    import os
+
+    write_run(results, "FedAvg", 2, [60.0], name=os.fsdecode(b"fedavg_\xff"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # analyze() turns them into notes
+        outputs = analysis.analyze(results, out_dir=tmp_path / "out")
+    assert any("fedavg_\\xff" in note and "not UTF-8" in note for note in outputs["notes"])
+    assert len((tmp_path / "out" / "runs.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_a_label_made_for_an_experiment_never_takes_a_users_label(tmp_path):
+    """Runs labelled FedAvg with rounds 2 and 3 become "FedAvg [rounds=2]" and "FedAvg
+    [rounds=3]"; a user's own label "FedAvg [rounds=2]" (another experiment) keeps its name and
+    the made one gets a number, instead of the two being pooled as seeds of one row."""
+    write_run(tmp_path, "FedAvg", 0, [10.0, 20.0], name="a")
+    write_run(tmp_path, "FedAvg", 0, [30.0, 40.0, 50.0], name="b")
+    write_run(tmp_path, "FedAvg", 1, [60.0, 70.0], name="mine",
+              config={"label": "FedAvg [rounds=2]", "local_epochs": 5})
+    path = tmp_path / "mine" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "label": "FedAvg [rounds=2]"}))
+    with pytest.warns(UserWarning) as caught:
+        runs = analysis.load_runs(tmp_path)
+    assert any("'FedAvg [rounds=2]' is already the label of other runs" in str(w.message)
+               for w in caught)
+    labels = dict(zip(runs.summaries.run_name, runs.summaries.label))
+    assert labels == {"a": "FedAvg [rounds=2] #2", "b": "FedAvg [rounds=3]",
+                      "mine": "FedAvg [rounds=2]"}
+    table = analysis.method_table(runs, 90.0).set_index("Method")
+    assert list(table["Seeds"]) == [1, 1, 1]
+
+
+def test_analysis_into_a_folder_it_cannot_write_is_a_clear_error(results, tmp_path):
+    from fedprune_core.config import ConfigError
+
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(ConfigError, match="out_dir: .* is not a writable folder"):
+        analysis.analyze(results, out_dir=tmp_path / "file" / "analysis")

@@ -313,3 +313,72 @@ def test_slurm_array_runs_and_resubmits_missing(slurm, params, tmp_path):
     assert statuses(results, "s")["good_s1"]["status"] == "finished"
     assert "nothing to resubmit" in cli("resubmit-missing", "--grid", grid, env=env,
                                         cwd=tmp_path).stdout
+
+
+# --- one batch a name: a lock while it runs, one grid a name -----------------------------------
+
+def test_a_second_batch_of_the_same_name_stops_at_once_naming_the_first(params, tmp_path,
+                                                                        capsys):
+    """A local (or Dask) batch holds its folder's lock while it runs: a second one with the
+    same --name exits 2 naming the holder's pid, and rewrites nothing."""
+    from fedprune_core.run import guard
+
+    results = tmp_path / "results"
+    first = guard.lock_run_dir(results / "b")  # what the running batch holds
+    try:
+        code = main(["batch", "run", "--params", params["good"], "--results_dir", str(results),
+                     "--name", "b"])
+    finally:
+        first.release()
+    err = capsys.readouterr().err
+    assert code == 2 and f"in use by another process (pid {os.getpid()})" in err, err
+    assert "--name" in err.strip().splitlines()[-1]
+    assert not (results / "b" / "grid.jsonl").exists()
+
+
+def test_a_batch_name_holds_one_grid(params, tmp_path, monkeypatch, capsys):
+    """The same grid is reused (a rerun resumes it); another grid under the name is refused
+    without --force, so the units of a queued SLURM array never change under it. SLURM values
+    that are good give the script as before."""
+    from fedprune_core.tools.batch import slurm
+
+    monkeypatch.setattr(slurm, "submit", lambda grid, script: 0)
+    results = tmp_path / "results"
+    args = ["batch", "run", "--params", params["good"], "--backend", "slurm", "--results_dir",
+            str(results), "--name", "s", "--slurm-time", "1-02:30", "--slurm-partition",
+            "short,long", "--slurm-cpus", "2", "--jobs", "3"]
+    assert main(args) == 0
+    grid = results / "s" / "grid.jsonl"
+    script = (results / "s" / "slurm" / "array.sbatch").read_text()
+    assert ("#SBATCH --array=0%3\n"
+            f"#SBATCH --output={grid.parent}/slurm/logs/unit_%a.out\n"
+            "#SBATCH --cpus-per-task=2\n#SBATCH --time=1-02:30\n"
+            "#SBATCH --partition=short,long\n") in script
+    written = grid.read_text()
+    (results / "s" / "units").mkdir()
+    (results / "s" / "units" / "9.json").write_text("{}")
+    assert main(args) == 0  # the same grid: reused, its records kept
+    assert grid.read_text() == written and (results / "s" / "units" / "9.json").exists()
+    capsys.readouterr()
+    other = [*args, "--seeds", "0", "1"]
+    assert main(other) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --name: {grid} holds another grid (1 units: good_s0)"), err
+    assert grid.read_text() == written
+    assert main([*other, "--force"]) == 0
+    assert len(batch.read_grid(grid)) == 2 and not (results / "s" / "units" / "9.json").exists()
+
+
+def test_status_of_a_batch_with_damaged_records_is_a_note(params, tmp_path, capsys):
+    results = tmp_path / "results"
+    units = batch.expand_grid([params["good"], params["bad"]], [0], {}, results, threads=1)
+    grid = results / "d" / "grid.jsonl"
+    batch.write_grid(units, grid)
+    (grid.parent / "units").mkdir()
+    (grid.parent / "units" / "0.json").write_text("garbage")
+    (grid.parent / "units" / "1.json").write_text('{"status": 3}')
+    assert main(["batch", "status", "--grid", str(grid)]) == 1  # bad_s0 is invalid
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and err.count("is not a unit record") == 2, err
+    assert re.search(r"good_s0\s+not started", out) and re.search(r"bad_s0\s+invalid", out)
+    assert batch.load_record(grid, 0) is None

@@ -168,10 +168,7 @@ def test_resume_and_batches_use_the_one_definition_of_the_same_experiment(tmp_pa
                              threads=1)[0]
     _finished(tmp_path, cfg.replace(run_name="p_s0"))
     assert "data_fraction=1.0 (now 0.5)" in batch.other_parameters(unit)
-    with pytest.raises(ConfigError, match="resume: .* data_fraction=1.0 \\(now 0.5\\)"):
-        from fedprune_core.run.artifacts import _check_same_experiment
-        _check_same_experiment(ExperimentConfig.from_dict(unit["config"]),
-                               cfg.science_dict(), tmp_path)
+    # resume reads the same definition: tests/test_checkpoint.py ("another experiment's")
 
 
 def test_partition_figure_ticks_whole_client_ids():
@@ -189,3 +186,168 @@ def test_metrics_are_those_of_a_run_that_was_never_disturbed(tiny_config):
     a = run_experiment(tiny_config(run_name="a"))
     assert len(pd.read_csv(a.run_dir / "metrics.csv")) == 2
     assert not (a.run_dir / guard.LOCK).exists()  # released, and removed, at the end
+
+
+# --- links: a run never writes through one -----------------------------------------------------
+
+def test_run_files_are_never_written_through_a_link(tmp_path):
+    """A link planted at a temporary file, the lock or run.log is refused, naming it; a link at
+    a final name is replaced by the rename, not followed. The file it points to is unchanged."""
+    from fedprune_core.run import artifacts
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv.tmp").symlink_to(outside)
+    with pytest.raises(artifacts.UnsafePathError, match="metrics.csv.tmp: a symbolic link"):
+        artifacts.write_atomic(run_dir / "metrics.csv", "round\n1\n")
+    with pytest.raises(artifacts.UnsafePathError, match="metrics.csv.tmp"):
+        artifacts.save_atomic({"x": 1}, run_dir / "metrics.csv")
+    (run_dir / "metrics.csv.tmp").unlink()
+    (run_dir / "metrics.csv").symlink_to(outside)  # the final name: replaced, not followed
+    artifacts.write_atomic(run_dir / "metrics.csv", "round\n1\n")
+    assert not (run_dir / "metrics.csv").is_symlink()
+    assert (run_dir / "metrics.csv").read_text() == "round\n1\n"
+    (run_dir / "summary.json.tmp").write_text("stale")  # left by a killed writer: replaced
+    artifacts.write_atomic(run_dir / "summary.json", "{}")
+    assert not (run_dir / "summary.json.tmp").exists()
+    (run_dir / "run.log").symlink_to(outside)
+    with pytest.raises(artifacts.UnsafePathError, match="run.log: a symbolic link"):
+        artifacts.open_log(run_dir, "links", console=False)
+    (run_dir / guard.LOCK).symlink_to(outside)
+    with pytest.raises(guard.UnsafeLockError, match=r"\.lock is a symbolic link"):
+        guard.lock_run_dir(run_dir)
+    with pytest.raises(guard.UnsafeLockError, match=r"\.lock is a symbolic link"):
+        guard.probe_run_dir(run_dir)
+    assert outside.read_text() == "keep me"
+
+
+def test_run_log_is_opened_without_following_a_link(tmp_path):
+    """Even a link that appears after the check (a race): O_NOFOLLOW refuses to open it."""
+    from fedprune_core.run import artifacts
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (tmp_path / "run.log").symlink_to(outside)
+    with pytest.raises(OSError):
+        artifacts._QuietFileHandler(tmp_path / "run.log", encoding="utf-8")
+    assert outside.read_text() == "keep me"
+
+
+# --- the notebook runner holds the run folder for its kernel -----------------------------------
+
+def test_a_notebook_and_a_cli_run_never_share_a_folder(tmp_path, monkeypatch, capsys):
+    """Both directions, with a lock held (no sleeping): the notebook runner is refused while a
+    CLI run holds the folder, and writes no notebook there; while the runner executes, its
+    kernel (a child that inherits guard.OWNER_ENV) is let in, a CLI run is refused."""
+    import papermill
+
+    from fedprune_core.cli import main
+    from fedprune_core.run.artifacts import RunExistsError
+    from fedprune_core.tools.notebook import execute_experiment
+
+    results = tmp_path / "results"
+    cfg = ExperimentConfig(rounds=1, num_clients=4, clients_per_round=2, data_fraction=0.05,
+                           results_dir=str(results), run_name="shared", progress="off")
+    run_dir = results / "shared"
+    cli_run = guard.lock_run_dir(run_dir)  # what a CLI run holds while it works
+    with pytest.raises(RunExistsError, match=f"in use by another process \\(pid {os.getpid()}"):
+        execute_experiment(cfg)
+    assert not (run_dir / "experiment.ipynb").exists()
+    cli_run.release()
+
+    seen = {}
+
+    def kernel(notebook, out, **kwargs):  # what papermill does, with a kernel as a child
+        seen["owner"] = os.environ.get(guard.OWNER_ENV)
+        child = ("import os, sys; from pathlib import Path; from fedprune_core.run import guard\n"
+                 "guard.lock_run_dir(Path(sys.argv[1])).release(); print('kernel let in')\n"
+                 "del os.environ[guard.OWNER_ENV]\n"
+                 "try:\n    guard.lock_run_dir(Path(sys.argv[1]))\n"
+                 "except guard.RunLockedError:\n    print('without the variable: refused')\n")
+        seen["child"] = subprocess.run([sys.executable, "-c", child, str(run_dir)],
+                                       capture_output=True, text=True, timeout=300)
+        seen["cli"] = main(["run", *TINY, "--rounds", "1", "--results_dir", str(results),
+                            "--run_name", "shared"])
+        Path(out).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", kernel)
+    execute_experiment(cfg)
+    assert seen["owner"] == str(os.getpid())
+    assert seen["child"].stdout.split("\n")[:2] == ["kernel let in",
+                                                    "without the variable: refused"], seen
+    assert seen["cli"] == 2
+    assert f"in use by another process (pid {os.getpid()})" in capsys.readouterr().err
+    assert guard.OWNER_ENV not in os.environ
+    assert sorted(p.name for p in run_dir.iterdir()) == ["experiment.ipynb"]  # lock released
+
+
+def test_the_owner_variable_lets_in_only_a_descendant_of_the_holder(tmp_path, monkeypatch):
+    lock = guard.lock_run_dir(tmp_path)
+    try:
+        monkeypatch.setenv(guard.OWNER_ENV, str(os.getpid()))  # this process is not its own child
+        with pytest.raises(guard.RunLockedError):
+            guard.lock_run_dir(tmp_path)
+        assert os.getppid() in guard._ancestors() and os.getpid() not in guard._ancestors()
+    finally:
+        lock.release()
+
+
+# --- a folder holding something of value is not taken over without --overwrite -----------------
+
+def test_a_finished_run_without_summary_is_kept_and_overwrite_replaces_it(tiny_config, capsys):
+    from fedprune_core.cli import main
+
+    cfg = tiny_config(run_name="done", rounds=1, data_fraction=0.05)
+    result = run_experiment(cfg)
+    (result.run_dir / "summary.json").unlink()
+    before = {p.name: p.read_bytes() for p in result.run_dir.iterdir()}
+    args = ["run", *TINY, "--rounds", "1", "--results_dir", cfg.results_dir, "--run_name",
+            "done"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds metrics.csv, final_model.pt, clients.csv" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in result.run_dir.iterdir()} == before
+    assert main([*args, "--overwrite"]) == 0
+    assert (result.run_dir / "summary.json").exists()
+
+
+def test_summary_records_the_config_it_was_run_with(tmp_path):
+    import hashlib
+
+    from fedprune_core.run import artifacts
+
+    (tmp_path / "config.json").write_text('{"rounds": 2}')
+    artifacts.write_summary({"rounds_completed": 2}, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config_sha256"] == hashlib.sha256(b'{"rounds": 2}').hexdigest()
+    assert not artifacts.config_edited(tmp_path)
+    cfg = ExperimentConfig(rounds=2, results_dir=str(tmp_path))
+    (tmp_path / "config.json").write_text(cfg.to_json(label=cfg.method_label))
+    assert artifacts.config_edited(tmp_path)  # a batch or make run is told, not fooled
+    assert "config.json was changed after the run" in artifacts.saved_differences(cfg, tmp_path)[0]
+
+
+# --- Ctrl-C while the data loads ---------------------------------------------------------------
+
+def test_ctrl_c_while_the_data_loads_is_one_line_and_leaves_nothing(tmp_path, monkeypatch,
+                                                                    capsys):
+    from fedprune_core import cli
+    from fedprune_core.run import federation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(federation, "load_dataset", interrupted)
+    results = tmp_path / "results"
+    code = cli.main(["run", *TINY, "--rounds", "1", "--results_dir", str(results), "--run_name",
+                     "x"])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == ["interrupted: stopped before a round finished; nothing "
+                                        "to resume"]
+    assert list(results.iterdir()) == []
+    monkeypatch.setattr(cli, "config_from_args", interrupted)  # Ctrl-C before the run started
+    assert cli.main(["notebook"]) == 130
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -46,6 +46,7 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
         warnings.simplefilter("always")
         runs = load_runs(results_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
+    _check_writable(out_dir)
     tables = {"methods": method_table(runs, target_accuracy),
               "methods_stats": label_stats(runs, target_accuracy),
               "runs": run_table(runs, target_accuracy)}
@@ -54,7 +55,26 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
                "accuracy_vs_flops": plot_accuracy_vs_flops(runs, out_dir),
                "client_pruning_ratios": plot_client_pruning(runs, out_dir),
                "partition": plot_partition(runs, out_dir)}
-    (out_dir / "notes.md").write_text("".join(f"- {note}\n" for note in notes))
+    (out_dir / "notes.md").write_text("".join(f"- {note}\n" for note in notes),
+                                      encoding="utf-8")
     return {"out_dir": out_dir, "notes": notes,
             "tables": {name: write_table(df, out_dir, name) for name, df in tables.items()},
             "figures": figures}
+
+
+def _check_writable(out_dir: Path) -> None:
+    """out_dir must be a folder this process can write, said before the first figure (a
+    read-only results folder is a clear error, not a traceback from deep in matplotlib)."""
+    import os
+
+    from ..config import ConfigError
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write_test_{os.getpid()}"
+        probe.unlink(missing_ok=True)  # a stale one, of a killed process with this pid
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"out_dir: {out_dir} is not a writable folder ({err.strerror}); "
+                          f"allowed: a folder this user can write (pass out_dir=...)") from None

@@ -10,7 +10,9 @@ repeat is not an independent sample.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,16 @@ from ..config import experiment_params
 BYTES_PER_MB = 1e6  # decimal megabytes
 FLOPS_PER_GFLOP = 1e9
 BASELINE_LABEL = "FedAvg"  # listed first in tables and legends when present
+
+# summary.json's numbers that the tables and figures compute with: each must be a number (or
+# null), or the run is skipped as damaged.
+SUMMARY_NUMBERS = ("rounds_completed", "tail_test_accuracy", "final_test_accuracy",
+                   "best_test_accuracy", "best_round", "total_uplink_mb", "compression_x",
+                   "total_client_train_gflops", "flop_saving_pct", "wall_time_sec",
+                   "simulated_time_sec")
+# metrics.csv's columns that they compute with: present and numeric.
+METRIC_COLUMNS = ("round", "test_accuracy", "cumulative_uplink_bytes",
+                  "cumulative_client_train_flops")
 
 # Config fields copied next to each run's summary, for tables and figure titles.
 CONFIG_FIELDS = ("dataset", "model", "partition", "rounds", "pruning_mode", "pruning_ratio",
@@ -60,22 +72,39 @@ def load_runs(results_dir: str | Path, exclude: tuple[str, ...] = ("analysis",))
     them. Raises FileNotFoundError if no run is finished.
     """
     results_dir = Path(results_dir)
-    folders = sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in exclude
-                     and (p / "config.json").is_file() and (p / "metrics.csv").is_file()) \
-        if results_dir.is_dir() else []
+    folders = []
+    try:
+        entries = sorted(results_dir.iterdir()) if results_dir.is_dir() else []
+    except OSError as err:  # a folder this user cannot list
+        raise FileNotFoundError(f"results_dir: {results_dir} cannot be read ({err.strerror}); "
+                                f"expected a folder of run folders") from None
+    for p in entries:
+        try:
+            if not (p.is_dir() and p.name not in exclude and (p / "config.json").is_file()
+                    and (p / "metrics.csv").is_file()):
+                continue
+        except OSError:  # a folder this user cannot look into: not readable as a run
+            continue
+        if not _is_utf8(p.name):
+            warnings.warn(f"Skipping run {_display(p.name)} in {_display(str(results_dir))}: "
+                          f"its folder name is not UTF-8 text, which the tables cannot hold "
+                          f"(rename the folder)", stacklevel=2)
+            continue
+        folders.append(p)
     unfinished = [p.name for p in folders if not (p / "summary.json").is_file()]
     if unfinished:
         warnings.warn(f"Skipping {len(unfinished)} unfinished run(s) without summary.json in "
-                      f"{results_dir}: {', '.join(unfinished)}", stacklevel=2)
+                      f"{_display(str(results_dir))}: {', '.join(unfinished)}", stacklevel=2)
     loaded = []
     for folder in (p for p in folders if p.name not in unfinished):
         try:
             loaded.append(_read_run(folder))
         except _Unreadable as err:
-            warnings.warn(f"Skipping run {folder.name} in {results_dir}: {err}", stacklevel=2)
+            warnings.warn(f"Skipping run {folder.name} in {_display(str(results_dir))}: {err}",
+                          stacklevel=2)
     if not loaded:
         raise FileNotFoundError(f"No finished runs (folders with config.json, metrics.csv and "
-                                f"summary.json) in {results_dir.resolve()}")
+                                f"summary.json) in {_display(str(results_dir.resolve()))}")
     summaries = split_experiments(pd.DataFrame([row for row, _ in loaded]))
     frames: dict[str, list] = {"metrics.csv": [], "clients.csv": [], "partition.csv": []}
     for (_, tables), row in zip(loaded, summaries.to_dict("records")):
@@ -95,12 +124,18 @@ def _read_run(folder: Path) -> tuple[dict, dict[str, pd.DataFrame | None]]:
     """One run's summary row (summary.json numbers, key config fields, its experiment) and its
     CSV tables (None for one it did not write)."""
     config, summary = _read_json(folder / "config.json"), _read_json(folder / "summary.json")
+    recorded = summary.get("config_sha256")
+    if recorded is not None and recorded != _sha256(folder / "config.json"):
+        raise _Unreadable("config.json was changed after the run (its sha256 is not the one "
+                          "summary.json recorded), so its parameters may not be the run's")
+    _check_types(summary, config)
     # The folder name is the identifier on disk, so it wins over summary's run_name;
     # a run without a label is its own method.
     row = {"run_name": folder.name,
            "label": summary.get("label") or config.get("label") or folder.name,
            "seed": summary.get("seed", config.get("seed"))}
-    row.update({k: v for k, v in summary.items() if k not in row and k != "artifacts"})
+    row.update({k: v for k, v in summary.items()
+                if k not in row and k not in ("artifacts", "config_sha256")})
     row.update({k: config[k] for k in CONFIG_FIELDS if k in config})
     row["experiment"] = json.dumps(experiment_params(config))  # in the config's field order
     tables = {}
@@ -110,9 +145,53 @@ def _read_run(folder: Path) -> tuple[dict, dict[str, pd.DataFrame | None]]:
             tables[name] = pd.read_csv(path) if path.is_file() else None
         except (ValueError, UnicodeDecodeError, OSError) as err:
             raise _Unreadable(f"{name} cannot be read ({type(err).__name__}: {err})") from None
-    if tables["metrics.csv"] is None or "test_accuracy" not in tables["metrics.csv"]:
+    metrics = tables["metrics.csv"]
+    if metrics is None or "test_accuracy" not in metrics:
         raise _Unreadable("metrics.csv has no test_accuracy column")
+    for column in METRIC_COLUMNS:
+        if column not in metrics or not pd.api.types.is_numeric_dtype(metrics[column]):
+            raise _Unreadable(f"metrics.csv's {column} column is "
+                              f"{'missing' if column not in metrics else 'not numeric'}")
     return row, tables
+
+
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_types(summary: dict, config: dict) -> None:
+    """The values the tables compute with have their types: a hand-edited
+    `"tail_test_accuracy": "high"` makes the run damaged (skipped, named), not a traceback."""
+    for name in SUMMARY_NUMBERS:
+        if not _number(summary.get(name)):
+            raise _Unreadable(f"summary.json's {name} is {summary[name]!r}; expected a number")
+    seed = summary.get("seed", config.get("seed"))
+    if not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise _Unreadable(f"the seed is {seed!r}; expected an integer")
+    for source, name in ((summary, "summary.json"), (config, "config.json")):
+        label = source.get("label")
+        if label is not None and not isinstance(label, str):
+            raise _Unreadable(f"{name}'s label is {label!r}; expected text")
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, which Python keeps as surrogates
+        return False
+    return True
+
+
+def _display(text: str) -> str:
+    """A path that may hold undecodable bytes, printable (they show as \\xNN)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _read_json(path: Path) -> dict:
@@ -141,8 +220,26 @@ def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
 
 
 def split_experiments(summaries: pd.DataFrame) -> pd.DataFrame:
-    """Relabel runs so that each label is one experiment with distinct seeds (module doc)."""
+    """Relabel runs so that each label is one experiment with distinct seeds (module doc).
+
+    A label made here is checked against every label in use: a user's label that already reads
+    like one ("FedAvg [rounds=2]") keeps its name, and the made one gets a number ("FedAvg
+    [rounds=2] #2"), so two experiments never share a row.
+    """
     summaries = summaries.copy()
+    taken = set(summaries["label"])
+
+    def unique(label: str) -> str:
+        new, n = label, 1
+        while new in taken:
+            n += 1
+            new = f"{label} #{n}"
+        if new != label:
+            warnings.warn(f"Label {label!r} is already the label of other runs: these runs are "
+                          f"shown as {new!r}", stacklevel=4)
+        taken.add(new)
+        return new
+
     for label, group in summaries.groupby("label", sort=False):
         experiments = list(dict.fromkeys(group["experiment"]))
         if len(experiments) < 2:
@@ -156,7 +253,7 @@ def split_experiments(summaries: pd.DataFrame) -> pd.DataFrame:
         for experiment, p in zip(experiments, params):
             suffix = ", ".join(f"{name}={_shown(p.get(name))}" for name in differ)
             summaries.loc[group.index[group["experiment"] == experiment], "label"] = \
-                f"{label} [{suffix}]"
+                unique(f"{label} [{suffix}]")
     for label, group in summaries.groupby("label", sort=False):
         repeats = group[group["seed"].duplicated(keep="first")]
         if repeats.empty:
@@ -166,7 +263,7 @@ def split_experiments(summaries: pd.DataFrame) -> pd.DataFrame:
                       f"another sample, so {', '.join(repeats['run_name'])} are rows of their "
                       f"own", stacklevel=3)
         for index, run_name in repeats["run_name"].items():
-            summaries.loc[index, "label"] = f"{label} [run {run_name}]"
+            summaries.loc[index, "label"] = unique(f"{label} [run {run_name}]")
     return summaries
 
 

@@ -2,7 +2,12 @@
 
 The lock is an OS file lock (`flock`) on `<run folder>/.lock`: the kernel drops it when the
 holder exits, however it exits (kill -9 included), so a stale lock never blocks a rerun. The
-file holds the holder's pid, which the error of a second process names.
+file holds the holder's pid, which the error of a second process names. It is never opened
+through a symbolic link (one planted there would make a run write its pid into another file).
+
+A process that holds the lock for a child doing the run (the notebook runner for papermill's
+kernel) sets OWNER_ENV to its pid: the child, finding the lock held by exactly that pid, and
+that pid its ancestor, works under its ancestor's lock instead of taking its own.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator, Optional
@@ -22,10 +28,15 @@ except ImportError:  # Windows: no flock; runs there are not protected from each
 from .artifacts import RunExistsError
 
 LOCK = ".lock"
+OWNER_ENV = "FEDPRUNE_RUN_LOCK_OWNER"
 
 
 class RunLockedError(RunExistsError):
     """Another live process is working in the run folder."""
+
+
+class UnsafeLockError(RunLockedError):
+    """The lock file is not a plain file (a symbolic link, a folder, a device)."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,22 +64,32 @@ class RunLock:
         self.fd = None
 
 
-def lock_run_dir(run_dir: Path) -> RunLock:
-    """Lock `run_dir` (created if missing), or raise RunLockedError naming the holder's pid."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def lock_run_dir(run_dir: Path, name_param: str = "run_name") -> RunLock:
+    """Lock `run_dir` (created if missing), or raise RunLockedError naming the holder's pid
+    (`name_param`: the parameter to change for another folder). Under an ancestor's lock
+    (OWNER_ENV, module doc) it returns a lock that holds and releases nothing."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file (or a dangling link) where the folder would be
+        from ..config import ConfigError
+
+        raise ConfigError(f"{name_param}: {run_dir} is not a folder; allowed: a run folder "
+                          f"(choose another {name_param})") from None
     path = run_dir / LOCK
     if fcntl is None:
         return RunLock(path, None)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
+            if _held_by_ancestor(holder):
+                return RunLock(path, None)
             raise RunLockedError(
                 f"{run_dir} is in use by another process (pid {holder}); wait for it to end "
-                f"or stop it, or choose another run_name") from None
+                f"or stop it; allowed: another {name_param}") from None
         if _same_file(fd, path):  # not a lock file its last holder has just removed
             break
         os.close(fd)
@@ -80,17 +101,59 @@ def lock_run_dir(run_dir: Path) -> RunLock:
 def probe_run_dir(run_dir: Path) -> None:
     """Raise RunLockedError if a process holds `run_dir`'s lock; take nothing, create nothing."""
     path = run_dir / LOCK
-    if fcntl is None or not path.is_file():
+    if fcntl is None or not os.path.lexists(path):
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = _open_lock(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise RunLockedError(f"{run_dir} is in use by another process (pid {_holder(fd)}); "
-                             f"wait for it to end or stop it, or choose another run_name") \
-            from None
+        holder = _holder(fd)
+        if not _held_by_ancestor(holder):
+            raise RunLockedError(f"{run_dir} is in use by another process (pid {holder}); "
+                                 f"wait for it to end or stop it; allowed: another run_name") \
+                from None
     finally:
         os.close(fd)
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """The lock file's descriptor, never through a link (O_NOFOLLOW), and only of a plain file:
+    anything else there is an error naming it, not a pid written into someone else's file."""
+    try:
+        # O_NONBLOCK: a FIFO planted there must not hang the open
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        what = "a symbolic link" if os.path.islink(path) else f"not usable ({err.strerror})"
+        raise UnsafeLockError(f"{path} is {what}; allowed: a plain lock file (remove it, "
+                              f"after checking what it is)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeLockError(f"{path} is not a plain file; allowed: a plain lock file (remove "
+                              f"it, after checking what it is)")
+    return fd
+
+
+def _held_by_ancestor(holder: str) -> bool:
+    """Whether the lock's holder is the process that set OWNER_ENV for us, an ancestor of this
+    process (not this process: a second lock in one process is a second user)."""
+    owner = os.environ.get(OWNER_ENV)
+    if not owner or owner != holder or not holder.isdigit():
+        return False
+    return int(holder) in _ancestors()
+
+
+def _ancestors() -> set[int]:
+    """The pids above this process, up to init (Linux /proc; else the parent alone)."""
+    pids, pid = set(), os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # pid (comm) state ppid ...; comm may hold spaces and parentheses
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
 
 
 def _holder(fd: int) -> str:
@@ -103,7 +166,7 @@ def _holder(fd: int) -> str:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
+        return os.fstat(fd).st_ino == os.lstat(path).st_ino
     except FileNotFoundError:
         return False
 
@@ -139,6 +202,8 @@ def claimed(run_dir: Path) -> Iterator[None]:
     try:
         with sigterm_as_interrupt():
             yield
+    except RunExistsError:  # refused before writing anything: what is there is not ours
+        raise
     except BaseException:
         remove_stub(run_dir)
         raise

@@ -83,37 +83,53 @@ def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOT
                        log_output: bool = False) -> Path:
     """Execute the experiment notebook for `cfg`; the executed copy lands in the run folder.
 
-    The run folder is checked before papermill starts: papermill writes its output notebook
-    first, and must not replace the notebook of a finished run, nor of a run another process
-    is working on. A run that never started (its setup failed) leaves no folder behind.
+    The run folder is locked (run.guard) for the whole execution and checked before papermill
+    starts: papermill writes its output notebook first, and must not replace the notebook of a
+    finished run, nor of a run another process is working on (a CLI run on the same folder is
+    refused, as this runner is while one works there). The kernel's own run_experiment works
+    under this lock: the runner names itself in guard.OWNER_ENV, which the kernel inherits. A
+    run that never started (its setup failed) leaves no folder behind.
     """
     import papermill
 
     from ..checks import check_results_dir
-    from ..run.guard import probe_run_dir
+    from ..run.artifacts import refuse_links, refuse_valuable
+    from ..run.guard import OWNER_ENV, lock_run_dir
 
     check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=default_run_name())
     run_dir = Path(cfg.results_dir) / cfg.run_name
-    state = run_state(run_dir)
-    if state == "finished" and not cfg.overwrite:
-        raise RunExistsError(f"{run_dir} already holds a finished run; pass overwrite "
-                             f"(--overwrite, FORCE=1) to replace it")
-    if state == "interrupted" and not (cfg.resume or cfg.overwrite):
-        raise RunExistsError(f"{run_dir} holds an interrupted run; pass resume or overwrite")
-    probe_run_dir(run_dir)
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Under papermill a widget bar would be saved frozen at 0%: use the text bar.
-    parameters = {**cfg.to_dict(), "progress": "off" if cfg.progress == "off" else "text"}
-    out = output_path(cfg)
+    lock = lock_run_dir(run_dir)
     try:
-        papermill.execute_notebook(
-            str(notebook), str(out), parameters=parameters, kernel_name=kernel,
-            cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=log_output)
+        state = run_state(run_dir)
+        if state == "finished" and not cfg.overwrite:
+            raise RunExistsError(f"{run_dir} already holds a finished run; pass overwrite "
+                                 f"(--overwrite, FORCE=1) to replace it")
+        if state == "interrupted" and not (cfg.resume or cfg.overwrite):
+            raise RunExistsError(f"{run_dir} holds an interrupted run; pass resume or overwrite")
+        if state == "partial" and not cfg.overwrite:
+            refuse_valuable(run_dir)
+        refuse_links(run_dir)  # experiment.ipynb among them
+        # Under papermill a widget bar would be saved frozen at 0%: use the text bar.
+        parameters = {**cfg.to_dict(), "progress": "off" if cfg.progress == "off" else "text"}
+        out = output_path(cfg)
+        saved_owner = os.environ.get(OWNER_ENV)
+        os.environ[OWNER_ENV] = str(os.getpid())  # the kernel papermill starts inherits it
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+                cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=log_output)
+        finally:
+            if saved_owner is None:
+                os.environ.pop(OWNER_ENV, None)
+            else:
+                os.environ[OWNER_ENV] = saved_owner
     except BaseException:
         if created and run_state(run_dir) == "new":  # the kernel's run never got going
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        lock.release()
     return out

@@ -76,6 +76,28 @@ find_chromium = chromium.find  # public: tests and `make pdf-deps` look it up he
 
 
 
+def pdf_timeout(value: float | None = None) -> float:
+    """Seconds for one Chromium print: `value`, else $FEDPRUNE_PDF_TIMEOUT, else the default.
+    Anything but a finite number > 0 is a ConfigError naming the setting, said before any work
+    (a typo in the variable is not a traceback after the run it was to report on)."""
+    import math
+
+    from ..config import ConfigError
+
+    name, text = ("timeout", value) if value is not None else (
+        "FEDPRUNE_PDF_TIMEOUT", os.environ.get("FEDPRUNE_PDF_TIMEOUT"))
+    if text is None or text == "":
+        return DEFAULT_PDF_TIMEOUT
+    try:
+        seconds = float(text)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{name}: {text!r} is not allowed; allowed: a number of seconds > 0 "
+                          f"(default {DEFAULT_PDF_TIMEOUT:g})")
+    return seconds
+
+
 def _check_format(fmt: str) -> str:
     fmt = fmt.lower()
     if fmt not in ("html", "pdf"):
@@ -169,12 +191,14 @@ def _render_html(
     return body
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write_text(path: Path, text: str | bytes) -> None:
+    """Through a new temporary file (mkstemp: never an existing one, never through a link),
+    then renamed: no half-written report, and a link at `path` is replaced, not followed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
@@ -224,16 +248,12 @@ def export_pdf(
     """
     notebook_path = Path(notebook_path)
     out = Path(out_path) if out_path is not None else _default_out(notebook_path, ".pdf")
+    timeout = pdf_timeout(timeout)
     exe = chromium.require()
-    if timeout is None:
-        timeout = float(os.environ.get("FEDPRUNE_PDF_TIMEOUT", DEFAULT_PDF_TIMEOUT))
     html = _render_html(notebook_path, hide_input, mathjax_url, for_pdf=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = chromium.print_pdf(exe, html, notebook_path, timeout, mathjax_url)
-    # Write next to the target first, then rename: no half-written PDF on failure.
-    staged = out.with_name(f".{out.name}.tmp")
-    staged.write_bytes(data)
-    os.replace(staged, out)
+    _atomic_write_text(out, data)  # no half-written PDF on failure
     return out
 
 
@@ -252,6 +272,7 @@ def export_reports(
     fmt = _check_format(fmt)
     paths = [Path(p) for p in paths]
     if fmt == "pdf":
+        pdf_timeout()
         chromium.require()
     export = export_html if fmt == "html" else export_pdf
     done: list[Path] = []
@@ -261,8 +282,8 @@ def export_reports(
             done.append(export(nb_path, hide_input=hide_input, mathjax_url=mathjax_url))
         except ReportToolMissingError:
             raise
-        except (ReportError, FileNotFoundError) as exc:
-            failures.append(f"{nb_path}: {exc}")
+        except (ReportError, OSError) as exc:  # OSError: a read-only folder, a full disk
+            failures.append(f"{nb_path}: {_os_error(exc)}")
     if failures:
         raise ReportError(
             f"{len(failures)} of {len(paths)} {fmt.upper()} report(s) failed:\n" + "\n".join(failures)
@@ -328,12 +349,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             outs = [export(notebooks[0], args.output, hide, mathjax_url=args.mathjax_url)]
         else:
             outs = export_reports(notebooks, args.format, hide, mathjax_url=args.mathjax_url)
-    except (ReportError, FileNotFoundError) as exc:
-        print(f"reports: error: {exc}", file=sys.stderr)
+    except (ReportError, OSError) as exc:
+        print(f"reports: error: {_os_error(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, ReportToolMissingError) else 1
+    except ValueError as exc:  # ConfigError: a setting such as FEDPRUNE_PDF_TIMEOUT
+        print(f"reports: error: {exc}", file=sys.stderr)
+        return 2
     for out in outs:
-        print(out)
+        print(os.fsencode(out).decode("utf-8", "backslashreplace"))
     return 0
+
+
+def _os_error(exc: Exception) -> str:
+    """An OSError as one line naming its file ('[Errno 13] ...' says less)."""
+    if isinstance(exc, OSError) and not isinstance(exc, ReportError) and exc.strerror:
+        return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

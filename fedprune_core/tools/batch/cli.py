@@ -13,15 +13,28 @@ from ...checks import check_folder_name, check_results_dir
 from ...config import ConfigError
 from .grid import GRID, expand_grid, parse_sets, read_grid, run_dir, save_record, settled, \
     write_grid
-from .slurm import SLURM_DEFAULTS, array_spec, run_slurm, submit, write_sbatch
+from .slurm import array_spec, check_script_path, check_settings, run_slurm, saved_settings, \
+    settings_from_args, submit, write_sbatch, SLURM_DEFAULTS
 from .summary import finish, format_table, unit_state, write_summary
 from .unit import run_one
 
 
 def cmd_run(args) -> int:
-    """Expand and validate the grid, settle what needs no run, run the rest on the back end."""
+    """Expand and validate the grid, settle what needs no run, run the rest on the back end.
+
+    A local or Dask batch holds a lock on its folder while it runs (a second batch of the same
+    --name stops at once, naming this one's pid); a SLURM batch, queued after this process
+    ends, is protected by the rule that a different grid under the same name needs --force."""
     started = time.monotonic()
-    grid, units = _prepare(args)
+    grid, units, lock = _prepare(args)
+    try:
+        return _run(args, grid, units, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args, grid: Path, units: list[dict], started: float) -> int:
     records, todo = [], []
     for unit in units:
         record = settled(grid, unit, args.force)
@@ -51,23 +64,80 @@ def cmd_run(args) -> int:
     return finish(grid, records, args.backend, time.monotonic() - started)
 
 
-def _prepare(args) -> tuple[Path, list[dict]]:
-    """Every argument checked (ConfigError, exit 2) before the grid is written."""
+def _prepare(args):
+    """Every argument checked (ConfigError, exit 2) before the grid is written; returns the
+    grid, its units and the batch folder's lock (None for SLURM)."""
+    from ...run.guard import lock_run_dir
+
     if args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} is not allowed; allowed: an integer >= 1")
+    settings_from_args(args)  # every SLURM value, whatever the back end: the Makefile passes them
     check_folder_name(args.name, "--name")
     overrides = parse_sets(args.set)
-    results_dir = check_results_dir(args.results_dir).resolve()
+    if "seed" in overrides and args.seeds:
+        raise ConfigError("--set seed: given with --seeds, which would override it; allowed: "
+                          "one of them")
+    # Where runs go; the folder itself is created (check_results_dir) once all else is good.
+    results_dir = Path(args.results_dir).expanduser().resolve()
+    if args.backend == "slurm":
+        check_script_path(results_dir / args.name, "--results_dir")
     # Parallelism comes from JOBS units at once, each on one thread (unless num_threads is set).
     units = expand_grid(args.params, args.seeds, overrides, results_dir, threads=1)
+    if all(u["error"] for u in units):  # nothing would run: the arguments are wrong
+        first = units[0]["error"].removeprefix("ConfigError: ")
+        raise ConfigError(f"--params: no run of the grid is valid; the first, "
+                          f"{units[0]['run_name']}: {first}")
     if args.name in {u["run_name"] for u in units}:
         raise ConfigError(f"--name: {args.name} is the folder name of a run of the grid; "
                           f"allowed: another name")
+    check_results_dir(args.results_dir)
     grid = results_dir / args.name / GRID
-    write_grid(units, grid)
-    shutil.rmtree(grid.parent / "units", ignore_errors=True)  # records of an older grid
+    lock = None if args.backend == "slurm" else lock_run_dir(grid.parent, "--name")
+    try:
+        old = read_grid_or_none(grid)
+        _check_same_grid(grid, old, units, args.force)
+        if old != _as_saved(units):
+            shutil.rmtree(grid.parent / "units", ignore_errors=True)  # records of an older grid
+        write_grid(units, grid)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     print(f"grid: {grid} ({len(units)} units, backend {args.backend})")
-    return grid, units
+    return grid, units, lock
+
+
+def _as_saved(units: list[dict]) -> list[dict]:
+    return [json.loads(json.dumps(u)) for u in units]
+
+
+def read_grid_or_none(grid: Path):
+    """The units of an existing grid.jsonl, None if there is none; "unreadable" if it cannot be
+    read as a grid."""
+    if not grid.exists():
+        return None
+    try:
+        return read_grid(grid)
+    except ConfigError:
+        return "unreadable"
+
+
+def _check_same_grid(grid: Path, old, units: list[dict], force: bool) -> None:
+    """A batch name holds one grid: another grid under it is refused without --force, since its
+    units would be taken for the old grid's by whatever still runs or follows the old one (a
+    queued SLURM array, `batch status`). The same grid is reused: a rerun resumes it."""
+    if old is None or force or old == _as_saved(units):
+        return
+    if old == "unreadable":
+        what = "a grid.jsonl that cannot be read"
+    else:
+        names = [u.get("run_name") for u in old]
+        new = [u["run_name"] for u in units]
+        what = (f"another grid ({len(old)} units: {', '.join(map(str, names[:4]))}"
+                f"{', ...' if len(names) > 4 else ''})" if names != new else
+                "the same runs with other parameters")
+    raise ConfigError(f"--name: {grid} holds {what}; allowed: the same grid (a rerun resumes "
+                      f"it), --force to replace it (and redo finished runs), or another --name")
 
 
 def cmd_run_one(args) -> int:
@@ -83,7 +153,12 @@ def cmd_status(args) -> int:
     print(f"{len(rows)} units: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     # The same batch.json as local and Dask write: how a SLURM batch gets its summary.
     backend = "slurm" if (grid.parent / "slurm").is_dir() else None
-    return 1 if write_summary(grid, rows, backend)["failed"] else 0
+    try:
+        write_summary(grid, rows, backend)
+    except OSError as err:  # a read-only batch folder: the table above is the status
+        print(f"note: {grid.parent / 'batch.json'} not written ({err.strerror})",
+              file=sys.stderr)
+    return 1 if any(row["status"] == "failed" for row in rows) else 0
 
 
 def cmd_resubmit_missing(args) -> int:
@@ -91,11 +166,11 @@ def cmd_resubmit_missing(args) -> int:
 
     grid = Path(args.grid).resolve()
     units = read_grid(grid)
-    saved = grid.parent / "slurm" / "settings.json"
-    settings = json.loads(saved.read_text()) if saved.is_file() else dict(SLURM_DEFAULTS)
+    settings = saved_settings(grid)
     flags = {"jobs": args.jobs, "time": args.slurm_time, "partition": args.slurm_partition,
              "cpus": args.slurm_cpus}
-    settings.update({k: v for k, v in flags.items() if v is not None}, force=False)
+    settings = check_settings({**settings, **{k: v for k, v in flags.items() if v is not None},
+                               "force": False})
     invalid = [u["run_name"] for u in units if u["error"]]
     if invalid:
         print(f"not resubmitted, invalid (fix the params file, then batch run again): "
@@ -110,13 +185,22 @@ def cmd_resubmit_missing(args) -> int:
     return submit(grid, write_sbatch(grid, missing, settings, "resubmit.sbatch"))
 
 
+def _count(text: str) -> int:
+    """An integer >= 1 (--jobs), with the one-line error the other flags give."""
+    import argparse
+
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: an integer >= 1")
+    return int(text)
+
+
 def _slurm_flags(parser, defaults: dict) -> None:
     group = parser.add_argument_group("SLURM job array (--backend slurm)")
     group.add_argument("--slurm-time", dest="slurm_time", default=defaults["time"],
                        help="Time limit of each array task (HH:MM:SS).")
     group.add_argument("--slurm-partition", dest="slurm_partition",
                        default=defaults["partition"], help="Partition (default: the cluster's).")
-    group.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=defaults["cpus"],
+    group.add_argument("--slurm-cpus", dest="slurm_cpus", default=defaults["cpus"],
                        help="cpus-per-task (units use one torch thread unless num_threads "
                             "is set).")
 
@@ -137,7 +221,8 @@ def add_batch_commands(sub) -> None:
                      help="One run per seed (default: each file's own seed).")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="Override for every run, value read as YAML (repeatable).")
-    run.add_argument("--jobs", type=int, default=1, help="Runs at once (SLURM: array %%limit).")
+    run.add_argument("--jobs", type=_count, default=1,
+                     help="Runs at once (SLURM: array %%limit).")
     run.add_argument("--backend", choices=("local", "dask", "slurm"), default="local")
     run.add_argument("--force", action="store_true", help="Redo finished runs.")
     run.add_argument("--name", default="batch", help="Batch folder: RESULTS_DIR/NAME/.")
@@ -156,6 +241,6 @@ def add_batch_commands(sub) -> None:
     again = cmds.add_parser("resubmit-missing", help="Submit a SLURM array of the units "
                             "without a finished run (settings of the first submission).")
     again.add_argument("--grid", required=True)
-    again.add_argument("--jobs", type=int, help="Array %%limit.")
+    again.add_argument("--jobs", type=_count, help="Array %%limit.")
     _slurm_flags(again, {"time": None, "partition": None, "cpus": None})
     again.set_defaults(handler=cmd_resubmit_missing)

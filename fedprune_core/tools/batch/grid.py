@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,11 @@ from ...params_files import load_params_file, parse_yaml_value
 from ...run.artifacts import write_atomic
 
 GRID = "grid.jsonl"
+# Set by the batch for every unit (_unit): `--set` cannot change them, so it may not name them.
+OWNED = {"run_name": "<params file stem>_s<seed>", "results_dir": "--results_dir",
+         "resume": "always true (an interrupted unit resumes)", "overwrite": "--force"}
+UNIT_KEYS = ("index", "params", "seed", "config", "error", "run_name")
+RECORD_KEYS = ("unit", "run_name", "status", "seconds", "error", "log", "retry", "attempt")
 
 
 # --- expansion and validation -----------------------------------------------------------------
@@ -33,6 +39,9 @@ def parse_sets(items: list[str]) -> dict:
         if key not in names:
             raise ConfigError(f"--set {key}: unknown parameter; allowed: "
                               f"{', '.join(sorted(names))}")
+        if key in OWNED:
+            raise ConfigError(f"--set {key}: set by the batch for each run ({OWNED[key]}); "
+                              f"allowed: the other parameters")
         try:
             overrides[key] = parse_yaml_value(key, text)
         except ConfigError as err:
@@ -96,11 +105,30 @@ def write_grid(units: list[dict], path: Path) -> None:
 
 def read_grid(path: Path) -> list[dict]:
     if not Path(path).is_file():
-        raise ConfigError(f"--grid: {path} does not exist (batch run writes it)")
+        raise ConfigError(f"--grid: {path} does not exist; expected the grid.jsonl batch run "
+                          f"writes")
     try:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--grid: {path} is not a grid written by batch run ({err})") from None
+        units = [json.loads(line) for line in Path(path).read_text().splitlines()
+                 if line.strip()]
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"--grid: {path} is not a grid written by batch run ({err}); "
+                          f"expected the grid.jsonl batch run writes") from None
+    for i, unit in enumerate(units):
+        if not _is_unit(unit, i):
+            raise ConfigError(f"--grid: {path} line {i + 1} is not a unit written by batch run; "
+                              f"expected the grid.jsonl batch run writes")
+    return units
+
+
+def _is_unit(unit, index: int) -> bool:
+    """A unit as _unit writes it: a config (with its results_dir) or an error, never both."""
+    if not (isinstance(unit, dict) and all(k in unit for k in UNIT_KEYS)
+            and unit["index"] == index and isinstance(unit["run_name"], str)):
+        return False
+    if unit["config"] is None:
+        return isinstance(unit["error"], str)
+    return (unit["error"] is None and isinstance(unit["config"], dict)
+            and isinstance(unit["config"].get("results_dir"), str))
 
 
 # --- where a unit's files go ------------------------------------------------------------------
@@ -120,8 +148,22 @@ def _record_path(grid: Path, index: int) -> Path:
 # --- records: the outcome of a unit's last try ------------------------------------------------
 
 def load_record(grid: Path, index: int) -> Optional[dict]:
+    """The unit's last record; None if it has none, or one that cannot be read (a note says
+    so: the record only reports, the run folder is what counts)."""
     path = _record_path(grid, index)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        record = err
+    if (isinstance(record, dict) and set(RECORD_KEYS) <= set(record)
+            and isinstance(record["status"], str) and isinstance(record["attempt"], int)
+            and isinstance(record["seconds"], (int, float))):
+        return record
+    why = f" ({record})" if isinstance(record, Exception) else ""
+    print(f"note: {path} is not a unit record{why}; ignored", file=sys.stderr)
+    return None
 
 
 def save_record(grid: Path, record: dict) -> dict:

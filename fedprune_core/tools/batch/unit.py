@@ -40,7 +40,8 @@ def run_one(grid: Path, index: int, force: bool = False) -> int:
     _die_with_launcher()
     units = read_grid(grid)
     if not 0 <= index < len(units):
-        raise ConfigError(f"--index {index}: the grid {grid} has units 0..{len(units) - 1}")
+        allowed = f"0 to {len(units) - 1}" if units else "none (the grid has no units)"
+        raise ConfigError(f"--index: {index} is not a unit of {grid}; allowed: {allowed}")
     unit = units[index]
     previous = load_record(grid, index) or {}
     attempt = previous.get("attempt", 0) + 1
