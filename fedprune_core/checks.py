@@ -35,6 +35,11 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_enough_samples(cfg)
 
 
+# A fixed bound, not one from this machine's cores: a grid validated on a login node must stay
+# valid on its compute nodes. Far above any core count; 10**9 threads would hang the run.
+MAX_THREADS = 4096
+
+
 def _check_ranges(cfg: ExperimentConfig, need) -> None:
     """Each number on its own."""
     for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
@@ -54,8 +59,14 @@ def _check_ranges(cfg: ExperimentConfig, need) -> None:
     need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")
     need(cfg.round_deadline_sec is None or cfg.round_deadline_sec > 0, "round_deadline_sec",
          "a number > 0, or null for the automatic deadline")
-    need(cfg.num_threads >= 0, "num_threads", "an integer >= 0 (0 = all cores)")
+    need(cfg.target_accuracy is None or 0.0 < cfg.target_accuracy <= 100.0, "target_accuracy",
+         "a test accuracy in percent in (0, 100], or null to run every round")
+    need(0 <= cfg.num_threads <= MAX_THREADS, "num_threads",
+         f"an integer from 0 (all cores) to {MAX_THREADS}")
     need(cfg.seed >= 0, "seed", "an integer >= 0")
+    # not a number, but a value on its own: it heads table rows, legends and log lines
+    need(cfg.label is None or not any(_unprintable(c) for c in cfg.label), "label",
+         "text without control characters or line breaks")
     need(cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
          "device", "cpu, cuda or cuda:N")
 
@@ -80,7 +91,17 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
     need(not (cfg.sparsify_method == "cost_weighted" and cfg.sparsify_scope == "per_tensor"),
          "sparsify_scope", "auto or model for cost_weighted (within one tensor every coordinate "
          "costs the same, so cost weighting would equal topk)")
-    num_classes = DATASETS[cfg.dataset].num_classes
+    info = DATASETS[cfg.dataset]
+    if cfg.partition == "natural":
+        with_writers = [name for name, i in DATASETS.items() if i.writers]
+        need(info.writers > 0, "partition",
+             f"natural only on a dataset that records its writers ({', '.join(with_writers)}); "
+             f"on {cfg.dataset}: shards, dirichlet, iid")
+        need(cfg.num_clients <= info.writers, "num_clients",
+             f"at most {info.writers} with partition natural (one client a writer; "
+             f"{cfg.dataset} has {info.writers} writers, a LEAF sample fewer, checked when the "
+             f"files are read)")
+    num_classes = info.num_classes
     need(1 <= cfg.classes_per_client <= num_classes, "classes_per_client",
          f"1..{num_classes} (the classes of {cfg.dataset})")
     try:
@@ -100,7 +121,7 @@ def check_folder_name(name: str, param: str) -> None:
     allowed = (f"a folder name of 1 to {MAX_NAME_BYTES} bytes without path separators or "
                f"control characters (not . or ..)")
     if (name in ("", ".", "..") or "/" in name or "\\" in name
-            or any(ord(c) < 32 for c in name)):
+            or any(_unprintable(c) for c in name)):
         raise ConfigError(f"{param}: {name!r} is not allowed; allowed: {allowed}")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise ConfigError(f"{param}: {len(name.encode('utf-8'))} bytes long, too long for a "
@@ -123,17 +144,30 @@ def _check_enough_samples(cfg: ExperimentConfig) -> None:
             f"clients or a larger data_fraction")
 
 
+def _unprintable(char: str) -> bool:
+    """A control character, a line break, or a byte that is not UTF-8 (a surrogate that Python
+    decoded it to): each breaks a log line, a job script or the tables naming the folder."""
+    import unicodedata
+
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
+
+
 def check_results_dir(results_dir: str) -> Path:
     """The results folder must be a folder this process can write: checked (and created) before
     any work, so a read-only or mistyped path is an error, not a traceback mid-run."""
-    path = Path(results_dir)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"results_dir: {results_dir} is a file; allowed: a folder (created "
-                          f"if missing)")
+    if any(_unprintable(c) for c in results_dir):
+        raise ConfigError(f"results_dir: {results_dir!r} is not allowed; allowed: a folder path "
+                          f"of UTF-8 text without control characters")
+    path = Path(results_dir).expanduser()
     try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"results_dir: {results_dir} is a file; allowed: a folder "
+                              f"(created if missing)")
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"")
+        probe.unlink(missing_ok=True)  # a stale one, of a killed process with this pid
+        # created new, never through a link someone left at that name
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         probe.unlink()
     except OSError as err:
         raise ConfigError(f"results_dir: {results_dir} is not a writable folder "

@@ -44,8 +44,12 @@ class ExperimentConfig:
         None, "Dataset folder; default: $FEDPRUNE_DATA_ROOT, else ./data.", runtime=True)
     data_fraction: float = _p(
         1.0, "Fraction of the training set used (stratified, seeded); <1 for quick runs.")
-    partition: str = _p("shards", "How training data is split over clients.",
-                        ("shards", "dirichlet", "iid"))
+    partition: str = _p("shards", "How training data is split over clients: label shards, "
+                        "Dirichlet label proportions, IID, or natural (one client a writer, "
+                        "for datasets that record writers: femnist; with fewer clients than "
+                        "writers a seeded sample of writers, tested on their own held-out "
+                        "samples; data_fraction thins every writer's samples first).",
+                        ("shards", "dirichlet", "iid", "natural"))
     classes_per_client: int = _p(2, "Label shards per client (partition=shards).")
     dirichlet_alpha: float = _p(0.5, "Dirichlet concentration (partition=dirichlet); small = skewed.")
     # --- pruning ----------------------------------------------------------------------------
@@ -101,6 +105,10 @@ class ExperimentConfig:
     eval_every: int = _p(1, "Evaluate every N rounds (and always at the last round).")
     tail_rounds: int = _p(5, "Headline accuracy: tail_test_accuracy is the mean test accuracy "
                              "of the last tail_rounds evaluated rounds (non-IID rounds swing).")
+    target_accuracy: Optional[float] = _p(
+        None, "Stop the run at the first evaluated round whose test accuracy (%) reaches this "
+              "(rounds is then the limit); summary.json records the round. null = run every "
+              "round.")
     diagnostic_test_samples: int = _p(
         2000, "Test images (a stratified, seeded subset) for the per-width sub-model accuracies "
               "of structured runs; 0 = the whole test set.")
@@ -120,12 +128,13 @@ class ExperimentConfig:
     seed: int = _p(0, "Seed for partition, sampling, initialisation and every random choice.")
     device: str = _p("cpu", "Device: cpu, cuda or cuda:N.")
     engine: str = _p(
-        "sequential", "Local training engine: sequential trains the round's clients one after "
-        "another, each on its real sub-model; parallel trains num_threads clients side by "
-        "side, one torch thread each (fastest on a multi-core CPU; bit-identical to sequential "
-        "with num_threads=1, whatever the core count); cohort trains them all in one batched "
-        "computation (vmap; for GPUs, slower on a CPU; agrees to float tolerance, not bit for "
-        "bit).", ("sequential", "parallel", "cohort"))
+        "parallel", "Local training engine: parallel trains num_threads clients side by side, "
+        "one torch thread each (the fastest on a CPU, and the same numbers whatever the number "
+        "of cores or the load); sequential trains the clients one after another on num_threads "
+        "intra-op threads (the same numbers as parallel with num_threads 1; other thread counts "
+        "change them slightly); cohort trains them all in one batched computation (vmap; for "
+        "GPUs, slower on a CPU; agrees to float tolerance, not bit for bit).",
+        ("parallel", "sequential", "cohort"))
     label: Optional[str] = _p(None, "Method label for tables and figures; default: derived.")
     results_dir: str = _p("./results", "Folder holding one sub-folder per run.", runtime=True)
     run_name: Optional[str] = _p(None, "Run sub-folder name; default: a timestamp.", runtime=True)
@@ -136,11 +145,22 @@ class ExperimentConfig:
     progress: str = _p("auto", "Progress display: auto (a bar; a widget in Jupyter), text "
                                "(round lines only: papermill, batches), or off.",
                        ("auto", "text", "off"), runtime=True)
-    num_threads: int = _p(0, "Torch intra-op threads (0 = all cores).", runtime=True)
+    num_threads: int = _p(
+        0, "Threads (0 = every core this process may use): the parallel engine's client workers "
+           "and evaluation's, one torch thread each (numbers independent of it); the sequential "
+           "and cohort engines' torch intra-op threads.", runtime=True)
 
     def __post_init__(self):
+        import os
+
         from .checks import validate  # checks.py reads the config; imported when first needed
 
+        # "~" is the home folder wherever a path comes from (a params file, --set, the notebook),
+        # as in a shell: not a folder named "~" in the working directory.
+        for name in ("results_dir", "data_root"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):
+                object.__setattr__(self, name, os.path.expanduser(value))
         validate(self)
 
     # --- construction -----------------------------------------------------------------------
@@ -153,8 +173,12 @@ class ExperimentConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         from .params_files import refuse_replaced
 
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"parameters: expected a mapping of parameter: value, got "
+                              f"{_shown(values)}")
         refuse_replaced(values)
-        unknown = sorted(k for k in values if k not in names and not k.startswith("_"))
+        unknown = sorted(str(k) for k in values
+                         if k not in names and not str(k).startswith("_"))
         if unknown:
             raise ConfigError(
                 f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
@@ -236,16 +260,28 @@ def parameters_markdown() -> str:
     return "\n".join(rows)
 
 
+# An int beyond 64 bits passes every range check, then overflows torch or numpy mid-run.
+INT_LIMIT = 2 ** 63
+
+
 def coerce_value(name: str, value: Any) -> Any:
     """YAML and JSON give ints for floats (1 vs 1.0), and PyYAML reads `1e-3` as a string.
 
     A boolean must be a real boolean: the quoted string "yes" (or "false") is not taken as one,
-    since `"no"` silently meaning True or False is a trap.
+    since `"no"` silently meaning True or False is a trap. Only the Optional fields take null
+    (elsewhere None would pass as a value and fail mid-run), a number must be finite, and an int
+    must fit in 64 bits.
     """
+    import math
+
     spec = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]
     kind = spec.type.replace("Optional[", "").rstrip("]")
+    expected = "true or false (unquoted)" if kind == "bool" else kind
     if value is None:
-        return None
+        if spec.type.startswith("Optional["):
+            return None
+        raise ConfigError(f"{name}: expected {expected}, got null (only "
+                          f"{', '.join(_optional_fields())} take null)")
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -254,22 +290,44 @@ def coerce_value(name: str, value: Any) -> Any:
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise TypeError
-            return int(value)
+            number = int(value)
+            if not -INT_LIMIT <= number < INT_LIMIT:
+                raise ConfigError(f"{name}: expected a 64-bit int, got {_shown(value)}; allowed: "
+                                  f"-2**63 to 2**63-1 (and the parameter's own range)")
+            return number
         if kind == "float":
             if isinstance(value, bool):
                 raise TypeError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{name}: expected a finite float, got {_shown(value)}")
+            return number
         if kind == "str":
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise TypeError
             return str(value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError, OverflowError):
         pass
     else:
         return value
-    if kind == "bool":
-        raise ConfigError(f"{name}: expected true or false (unquoted), got {value!r}")
-    raise ConfigError(f"{name}: expected {kind}, got {value!r}")
+    raise ConfigError(f"{name}: expected {expected}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message, bounded: a YAML list of a million items (or an alias bomb,
+    whose full repr would never end) is shown by its start."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlevel = 60, 60, 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    return short.repr(value)
+
+
+def _optional_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(ExperimentConfig) if f.type.startswith("Optional[")]
 
 
 def experiment_params(source: "ExperimentConfig | Mapping[str, Any]") -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The parallel engine (fl/round.py): whole client updates side by side, one torch thread each.
-Its numbers are the sequential engine's on one thread, bit for bit, whatever the worker count."""
+"""The parallel engine (fl/round.py, the default): whole client updates side by side, one torch
+thread each, and evaluation batches likewise. Its numbers are the sequential engine's on one
+thread, bit for bit, whatever the worker count (fl/threads.py)."""
 
 import threading
 
@@ -13,39 +14,50 @@ from fedprune_core.run.federation import build_federation, cohort as round_cohor
 from fedprune_core.run.loop import run_experiment
 from fedprune_core.run.summary import TIMING_COLUMNS
 
-METHODS = {
-    "hybrid": {},  # structured L1 + adaptive ratios + cost-weighted top-k + error feedback
-    "unstructured_topk": dict(pruning_mode="unstructured", sparsify_method="topk",
-                              adaptive_ratio=False),
-    "qsgd_fedavgm_momentum": dict(pruning_mode="none", sparsify_method="qsgd",
-                                  adaptive_ratio=False, aggregation="fedavgm", momentum=0.9)}
-
-
 def _without_timing(run_dir, name: str) -> pd.DataFrame:
     frame = pd.read_csv(run_dir / f"{name}.csv")
     return frame.drop(columns=list(TIMING_COLUMNS.get(name, ())))
 
 
-@pytest.mark.parametrize("method", METHODS.values(), ids=METHODS.keys())
-def test_two_workers_give_the_sequential_engines_numbers_on_one_thread(tiny_config, method):
-    # 7 clients a round on 2 workers: a full window of 4 updates in flight, then an odd tail
-    common = dict(rounds=2, num_clients=8, clients_per_round=7, **method)
-    seq = run_experiment(tiny_config(run_name="seq", engine="sequential", num_threads=1,
-                                     **common))
-    par = run_experiment(tiny_config(run_name="par", engine="parallel", num_threads=2,
-                                     **common))
-    assert torch.get_num_threads() == 1  # the run's 2 threads are not left behind
-    for name in ("metrics", "clients", "diagnostics"):
-        pd.testing.assert_frame_equal(_without_timing(par.run_dir, name),
-                                      _without_timing(seq.run_dir, name), check_exact=True)
-    metrics = _without_timing(par.run_dir, "metrics")
+def test_the_default_runs_numbers_do_not_depend_on_the_thread_count(tiny_config):
+    """The default engine with 1, 2 and 3 workers, and the sequential engine on one thread:
+    the same metrics, client rows, diagnostics and final model, bit for bit. 7 clients a round:
+    a full window of updates in flight, then an odd tail."""
+    common = dict(rounds=2, num_clients=8, clients_per_round=7, data_fraction=0.05,
+                  diagnostic_test_samples=300)
+    runs = [run_experiment(tiny_config(run_name=f"threads{n}", num_threads=n, **common))
+            for n in (1, 2, 3)]
+    runs.append(run_experiment(tiny_config(run_name="seq", engine="sequential", num_threads=1,
+                                           **common)))
+    assert torch.get_num_threads() == 1  # a run's threads are not left behind
+    first = runs[0].run_dir
+    for other in (r.run_dir for r in runs[1:]):
+        for name in ("metrics", "clients", "diagnostics"):
+            pd.testing.assert_frame_equal(_without_timing(other, name),
+                                          _without_timing(first, name), check_exact=True)
+        a, b = (torch.load(d / "final_model.pt")["state_dict"] for d in (first, other))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    metrics = _without_timing(first, "metrics")
     assert metrics.train_loss.iloc[1] < metrics.train_loss.iloc[0]  # they train: not vacuous
-    clients = pd.read_csv(par.run_dir / "clients.csv")
+    assert (pd.read_csv(first / "diagnostics.csv").metric == "width_accuracy").any()
+    clients = pd.read_csv(first / "clients.csv")
     assert len(clients) == 2 * 7 and (clients.train_time_sec > 0).all()
 
 
+def test_evaluation_gives_the_same_numbers_on_any_number_of_workers():
+    from fedprune_core.data.catalog import DATASETS
+    from fedprune_core.fl.evaluate import evaluate
+    from helpers import SPEC, global_vector, random_data
+
+    test = random_data(n=700, seed=3)
+    results = [evaluate(global_vector(1), SPEC, test, DATASETS["mnist"], 64, workers)
+               for workers in (1, 2, 3)]
+    assert len({(r.accuracy, r.loss) for r in results}) == 1
+    assert torch.get_num_threads() == 1
+
+
 def test_each_update_runs_on_a_worker_with_one_torch_thread(tiny_config, monkeypatch):
-    fed = build_federation(tiny_config(num_clients=6, clients_per_round=6, engine="parallel"))
+    fed = build_federation(tiny_config(num_clients=6, clients_per_round=6, num_threads=2))
     seen, update = [], fl_round.local_update
 
     def recording(*args):
@@ -66,7 +78,7 @@ def test_each_update_runs_on_a_worker_with_one_torch_thread(tiny_config, monkeyp
 
 def test_a_diverging_worker_names_the_round_and_the_client_and_restores_threads(tiny_config):
     fed = build_federation(tiny_config(lr=1e6, pruning_mode="none", sparsify_method="none",
-                                       engine="parallel"))
+                                       num_threads=2))
     torch.set_num_threads(2)
     try:
         with pytest.raises(DivergenceError, match=r"round 1, client \d+: .* Lower lr"):

@@ -32,9 +32,10 @@ def test_client_states_overlay_commit_and_replay():
     assert view[1] == ClientState(0.2, None)
     changed = view.replace({1: ClientState(0.25, torch.ones(4))})
     assert view[1].ratio == 0.2 and changed[1].ratio == 0.25  # the old view is unchanged
-    assert set(changed.overlay) == {1} and changed.has_residual == {1}
+    assert set(changed.overlay) == {1} and changed.committed == {}
     committed = changed.commit()
     assert committed.overlay == {} and torch.equal(committed[1].residual, torch.ones(4))
+    assert set(committed.committed) == {1}  # its checksum, checked on every read
     assert torch.equal(changed.commit()[1].residual, torch.ones(4))  # replay is idempotent
 
 
@@ -46,8 +47,8 @@ def test_thousand_clients_checkpoint_grows_with_the_cohort(tiny_config):
 
     def look(r, row):
         ckpt = result_dir / "checkpoint.pt"
-        state = torch.load(ckpt, weights_only=False)["state"]
-        checkpoints.append((ckpt.stat().st_size, set(state.clients.overlay),
+        state = torch.load(ckpt, weights_only=True)["state"]
+        checkpoints.append((ckpt.stat().st_size, set(state["clients"]["overlay"]),
                             (result_dir / "client_states.f32").stat().st_blocks * 512))
 
     result_dir = __import__("pathlib").Path(cfg.results_dir) / "crowd"

@@ -98,10 +98,11 @@ def test_resume_after_interruption_reproduces_the_result(tiny_config, method):
         run_experiment(tiny(run_name="cut", rounds=3), on_round_end=interrupt)
     cut = full.run_dir.parent / "cut"
     assert (cut / "checkpoint.pt").exists() and not (cut / "summary.json").exists()
-    state = torch.load(cut / "checkpoint.pt", weights_only=False)["state"]  # the ServerState
-    assert state.round == 2 and len(state.clients) == 4
-    assert set(state.aggregator) == ({"momentum"} if method else set())
-    assert any(c.residual is not None for c in state.clients)
+    # tensors and plain values only: it loads without unpickling any object
+    state = torch.load(cut / "checkpoint.pt", weights_only=True)["state"]
+    assert state["round"] == 2 and len(state["clients"]["ratios"]) == 4
+    assert set(state["aggregator"]) == ({"momentum"} if method else set())
+    assert state["clients"]["overlay"]  # the residuals of round 2's cohort
     assert len(pd.read_csv(cut / "metrics.csv")) == 2  # what it had written is kept
     with pytest.raises(RunExistsError, match="--resume"):
         run_experiment(tiny(run_name="cut", rounds=3))

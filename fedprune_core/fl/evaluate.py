@@ -13,6 +13,7 @@ from ..data.catalog import DatasetInfo
 from ..data.loading import TensorDataset, normalize
 from ..models.net import model_from_flat
 from ..models.table import ModelSpec
+from .threads import one_thread_map
 
 
 @dataclass(frozen=True)
@@ -24,18 +25,27 @@ class Evaluation:
 
 
 def predict(params: torch.Tensor, spec: ModelSpec, test: TensorDataset, info: DatasetInfo,
-            batch_size: int) -> tuple[torch.Tensor, float]:
-    """(predicted class of every test sample, summed cross-entropy)."""
+            batch_size: int, workers: int = 1) -> tuple[torch.Tensor, float]:
+    """(predicted class of every test sample, summed cross-entropy). On a CPU the batches run
+    on `workers` threads of one torch thread each, so the numbers do not depend on `workers`
+    (fl/threads.py); the losses are summed in batch order."""
     model = model_from_flat(spec, params, params.device).eval()
-    loss = torch.zeros((), device=test.images.device)
-    predicted = []
-    with torch.inference_mode():
-        for start in range(0, len(test), batch_size):
+
+    def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():  # thread-local: entered in the thread that computes
             logits = model(normalize(test.images[start:start + batch_size], info))
-            loss += F.cross_entropy(logits, test.labels[start:start + batch_size],
-                                    reduction="sum")
-            predicted.append(logits.argmax(1))
-    return torch.cat(predicted), loss.item()
+            return logits.argmax(1), F.cross_entropy(
+                logits, test.labels[start:start + batch_size], reduction="sum")
+
+    starts = range(0, len(test), batch_size)
+    if params.device.type == "cpu":
+        results = one_thread_map(batch, starts, workers)
+    else:  # one GPU stream: batches one after another
+        results = [batch(start) for start in starts]
+    loss = torch.zeros((), device=test.images.device)
+    for _, batch_loss in results:
+        loss += batch_loss
+    return torch.cat([p for p, _ in results]), loss.item()
 
 
 def class_report(predicted: torch.Tensor, labels: torch.Tensor,
@@ -53,8 +63,8 @@ def class_report(predicted: torch.Tensor, labels: torch.Tensor,
 
 
 def evaluate(params: torch.Tensor, spec: ModelSpec, test: TensorDataset, info: DatasetInfo,
-             batch_size: int) -> Evaluation:
-    predicted, loss = predict(params, spec, test, info, batch_size)
+             batch_size: int, workers: int = 1) -> Evaluation:
+    predicted, loss = predict(params, spec, test, info, batch_size, workers)
     correct = (predicted == test.labels).sum().item()
     recall, share = class_report(predicted, test.labels, info.num_classes)
     return Evaluation(100.0 * correct / len(test), loss / len(test), recall, share)

@@ -4,19 +4,20 @@ No I/O: the loop around it (run/loop.py) samples the cohort, evaluates, logs and
 Data flows one way: global model -> each client's sub-model or mask -> local training ->
 delta -> error feedback + compression -> bytes -> decode -> aggregation -> new state.
 
-Local training runs on one of three engines (`setup.engine`): `sequential` trains the clients one
-after another, each on its real sub-model; `parallel` runs whole client updates side by side, one
-per core on one torch thread each (the fastest way on a multi-core CPU, and the same numbers as
-`sequential` on one thread); `cohort` trains the whole cohort in one batched computation
+Local training runs on one of three engines (`setup.engine`): `parallel` (the default) runs
+whole client updates side by side, `setup.workers` at once on one torch thread each (the fastest
+way on a multi-core CPU, and the same numbers whatever the number of cores: fl/threads.py);
+`sequential` trains the clients one after another on the process's intra-op threads (the same
+numbers as `parallel` on one thread); `cohort` trains the whole cohort in one batched computation
 (fl/cohort.py, for GPUs). Every other step is the same code.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -33,7 +34,8 @@ from .cohort import train_prepared
 from .plan import full_plan
 from .state import ClientState, ServerState
 from .systems import ClientProfile
-from .training import DivergenceError, LocalTraining, torch_threads
+from .threads import one_thread_pool, torch_threads
+from .training import DivergenceError, LocalTraining
 
 
 ENGINES = ("sequential", "parallel", "cohort")
@@ -53,7 +55,8 @@ class RoundSetup:
     error_feedback: bool
     seed: int
     deadline: float  # simulated seconds, for the ratio policy
-    engine: str = "sequential"  # local training: one of ENGINES
+    engine: str = "parallel"  # local training: one of ENGINES
+    workers: int = 1  # threads of the parallel engine (and of evaluation), one torch thread each
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -73,23 +76,47 @@ class Cohort:
     clients: tuple[ClientSlot, ...]
 
 
-def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup
-              ) -> tuple[ServerState, list[dict]]:
-    """The next state and one diagnostics row per client of the cohort."""
-    # the parallel engine: as many client workers as torch has threads, and the whole round on
-    # one torch thread in every thread, so its numbers are the sequential engine's on one
-    # thread, whatever the core count
-    workers = torch.get_num_threads()
+# slot, downlink bytes, the update, the client's new state
+_Update = tuple[ClientSlot, int, ClientResult, ClientState]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A client whose update did not arrive (a deployment's node failed or timed out; the
+    simulation never yields one). It gets a row with status 'missing' counting what was sent to
+    it; the model and the client's state stay as they were."""
+
+    slot: ClientSlot
+    downlink_bytes: int
+
+
+UpdateSource = Callable[[ServerState, Cohort, RoundSetup, object],
+                        Iterator["_Update | Missing"]]
+
+
+def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
+              updates: Optional[UpdateSource] = None) -> tuple[ServerState, list[dict]]:
+    """The next state and one diagnostics row per client of the cohort.
+
+    `updates(state, cohort, setup, planner)` yields each client's update in cohort order; by
+    default `client_updates` (the simulation's engines). Another runtime (a deployment whose
+    clients train on their own machines) passes its own and shares every other step."""
+    # the parallel engine: the whole round on one torch thread in every thread, so its numbers
+    # are the sequential engine's on one thread, whatever the core count (fl/threads.py)
     with torch_threads(1 if setup.engine == "parallel" else 0):
-        return _run_round(state, cohort, setup, workers)
+        return _run_round(state, cohort, setup, updates or client_updates)
 
 
-def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup, workers: int
-               ) -> tuple[ServerState, list[dict]]:
+def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
+               updates: UpdateSource) -> tuple[ServerState, list[dict]]:
     r, layout = cohort.round, setup.layout
     planner = setup.extractor.for_round(layout, state.params, r)
     changed, messages, rows = {}, [], []
-    for slot, down, result, client in client_updates(state, cohort, setup, planner, workers):
+    for update in updates(state, cohort, setup, planner):
+        if isinstance(update, Missing):
+            rows.append(_missing_row(r, update))
+            continue
+        slot, down, result, client = update
         simulated = slot.profile.time(result.train_flops, down, len(result.message))
         rows.append(_client_row(r, slot, client.ratio, result, down, simulated, layout))
         changed[slot.client_id] = ClientState(
@@ -106,16 +133,11 @@ def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup, workers: i
                        state.trained | trained), rows
 
 
-_Update = tuple[ClientSlot, int, ClientResult, ClientState]  # slot, downlink bytes, result, state
-
-
 def client_updates(state: ServerState, cohort: Cohort, setup: RoundSetup,
-                   planner, workers: int = 1) -> Iterator[_Update]:
+                   planner) -> Iterator[_Update]:
     """Each client's broadcast, local update and new state, in cohort order, on the engine
     `setup.engine` names (they differ only in how local training runs)."""
-    if setup.engine == "parallel":
-        return _parallel(state, cohort, setup, planner, workers)
-    engine = _sequential if setup.engine == "sequential" else _cohort
+    engine = {"sequential": _sequential, "parallel": _parallel, "cohort": _cohort}[setup.engine]
     return engine(state, cohort, setup, planner)
 
 
@@ -142,15 +164,15 @@ def _sequential(state: ServerState, cohort: Cohort, setup: RoundSetup,
 
 
 def _parallel(state: ServerState, cohort: Cohort, setup: RoundSetup,
-              planner, workers: int) -> Iterator[_Update]:
-    """Whole local updates side by side on `workers` threads (torch releases the GIL inside
-    its kernels), yielded in cohort order. Each update is a pure function of its client's
+              planner) -> Iterator[_Update]:
+    """Whole local updates side by side on `setup.workers` threads (torch releases the GIL
+    inside its kernels), yielded in cohort order. Each update is a pure function of its client's
     state, so the results do not depend on which worker ran it or when; at most two updates a
     worker are in flight (a large cohort's broadcasts are not all held at once)."""
     broadcast = _broadcaster(state, setup, planner)
     window: deque = deque()
-    pool = ThreadPoolExecutor(min(workers, len(cohort.clients)) or 1,
-                              initializer=torch.set_num_threads, initargs=(1,))
+    workers = setup.workers
+    pool = one_thread_pool(min(workers, len(cohort.clients)))
     try:
         for slot in cohort.clients:
             client = state.clients[slot.client_id]  # the store is read from this thread only
@@ -190,12 +212,29 @@ def _client_row(r: int, slot: ClientSlot, ratio: float, result, down_bytes: int,
                 simulated: float, layout: ParamLayout) -> dict:
     profile = slot.profile
     return {
-        "round": r, "client_id": slot.client_id, "num_samples": result.num_samples,
+        "round": r, "client_id": slot.client_id, "status": "ok",
+        "num_samples": result.num_samples,
         "pruning_ratio": ratio, "trained_params": len(result.plan.coords),
         "sent_params": result.sent, "transmitted_ratio": result.sent / layout.size,
         "uplink_bytes": len(result.message), "downlink_bytes": down_bytes,
         "train_flops": result.train_flops, "dense_train_flops": result.dense_train_flops,
         "train_loss": result.train_loss, "update_time_sec": result.update_time_sec,
         "train_time_sec": result.train_time_sec, "simulated_time_sec": simulated,
+        # wall seconds on the client's own machine (a deployment's node; NaN in a simulation)
+        "node_time_sec": getattr(result, "node_time_sec", math.nan),
+        "compute_gflops": profile.compute_gflops,
+        "uplink_mbps": profile.uplink_mbps, "downlink_mbps": profile.downlink_mbps}
+
+
+def _missing_row(r: int, missing: Missing) -> dict:
+    """_client_row's columns, in its order, for an update that never arrived: only what was
+    sent is known."""
+    nan, profile = math.nan, missing.slot.profile
+    return {
+        "round": r, "client_id": missing.slot.client_id, "status": "missing",
+        "num_samples": nan, "pruning_ratio": nan, "trained_params": nan, "sent_params": 0,
+        "transmitted_ratio": 0.0, "uplink_bytes": 0, "downlink_bytes": missing.downlink_bytes,
+        "train_flops": 0, "dense_train_flops": 0, "train_loss": nan, "update_time_sec": nan,
+        "train_time_sec": nan, "simulated_time_sec": nan, "node_time_sec": nan,
         "compute_gflops": profile.compute_gflops,
         "uplink_mbps": profile.uplink_mbps, "downlink_mbps": profile.downlink_mbps}

@@ -52,3 +52,19 @@ class ServerState:
         return ServerState(self.round, self.params.to(device), self.clients.to(device),
                            {k: v.to(device) for k, v in self.aggregator.items()},
                            self.trained.to(device))
+
+    # --- the checkpoint: plain values and tensors only, which load without running code -------
+    def to_dict(self) -> dict:
+        return {"round": self.round, "params": self.params.to("cpu"),
+                "clients": self.clients.to_dict(),
+                "aggregator": {k: v.to("cpu") for k, v in self.aggregator.items()},
+                "trained": self.trained.to("cpu")}
+
+    @classmethod
+    def from_dict(cls, data: dict, store, device="cpu") -> "ServerState":
+        from .store import ClientStates
+
+        return cls(data["round"], data["params"].to(device),
+                   ClientStates.from_dict(data["clients"], store, device),
+                   {k: v.to(device) for k, v in data["aggregator"].items()},
+                   data["trained"].to(device))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,17 +59,3 @@ def _apply(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for p, m in zip(params, masks):
             p.mul_(m)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Torch's intra-op thread count set to `n` (0 = left as it is) and restored afterwards,
-    so a notebook kernel or a test process goes on with the count it had. The numbers depend
-    on it (the order of oneDNN's sums)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -1,13 +1,21 @@
 """A run's folder: what is written there, when, and the rules that keep it safe.
 
 `summary.json` is written last and atomically: a folder with it holds a finished run, which is
-never replaced without `overwrite`. A folder with `checkpoint.pt` holds an interrupted run,
-continued with `resume`.
+never replaced without `overwrite`; it records the sha256 of the config.json it was run with, so
+an edit to config.json afterwards is seen. A folder with `checkpoint.pt` holds an interrupted
+run, continued with `resume`. A folder with neither is taken over by a plain rerun only if it
+holds nothing of value (no metrics rows, no final model, no clients.csv).
+
+No run file is written through a symbolic link: one planted in the folder would make the run
+overwrite or append to the file it points to. A link where a run file goes is an error naming
+it; temporary files are created exclusively (O_EXCL | O_NOFOLLOW), and the rename onto the final
+name replaces a link there rather than following it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +28,7 @@ from typing import Any, Optional
 import pandas as pd
 import torch
 
-from ..config import ConfigError, ExperimentConfig, experiment_differences
+from ..config import ExperimentConfig, experiment_differences
 
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 CLIENT_STATES = "client_states.f32"  # residuals of an unfinished run (fl/store.py)
@@ -32,6 +40,15 @@ ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "diagnostics.csv", "partition
 
 class RunExistsError(FileExistsError):
     """The run folder already holds a run that the user did not ask to replace or resume."""
+
+
+class UnsafePathError(RunExistsError):
+    """A symbolic link where a run file goes: writing would change the file it points to."""
+
+
+# What makes a folder without summary.json or checkpoint.pt worth keeping (module doc).
+VALUABLE = ("metrics.csv", "final_model.pt", "clients.csv")
+NOTEBOOK = "experiment.ipynb"  # the executed notebook (tools/notebook.py)
 
 
 def default_run_name() -> str:
@@ -49,31 +66,34 @@ def run_state(run_dir: Path) -> str:
     return "new"
 
 
-def prepare_run_dir(cfg: ExperimentConfig) -> tuple[Path, Optional[dict]]:
-    """Create or reopen the run folder; returns it and the checkpoint to resume from, if any.
+def prepare_run_dir(cfg: ExperimentConfig) -> tuple[Path, bool]:
+    """Create or reopen the run folder; returns it and whether to resume from its checkpoint
+    (run/checkpoint.py reads and checks it).
 
     The caller holds the folder's lock (run.guard), so nothing here races another process. A
     folder with files but no checkpoint (a run stopped before its first round ended) holds
-    nothing to keep: a plain rerun takes it over.
+    nothing to keep and a plain rerun takes it over, unless it holds something of value
+    (VALUABLE: a finished run whose summary.json was deleted), which only `overwrite` replaces.
     """
     run_dir = Path(cfg.results_dir) / cfg.run_name
+    refuse_links(run_dir)
     state = run_state(run_dir)
-    checkpoint = None
+    resume = False
     if state != "new" and cfg.overwrite:
         _remove_artifacts(run_dir)
     elif state == "finished":
         raise RunExistsError(f"{run_dir} already holds a finished run; pass --overwrite to "
                              f"replace it, or choose another --run_name")
     elif state == "interrupted" and cfg.resume:
-        checkpoint = torch.load(run_dir / CHECKPOINT, weights_only=False)
-        _check_same_experiment(cfg, checkpoint["config"], run_dir)
+        resume = True
     elif state == "interrupted":
         raise RunExistsError(f"{run_dir} holds an interrupted run; pass --resume to continue "
                              f"it or --overwrite to start again")
     elif state == "partial":
+        refuse_valuable(run_dir)
         _remove_artifacts(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, checkpoint
+    return run_dir, resume
 
 
 def _remove_artifacts(run_dir: Path) -> None:
@@ -82,11 +102,61 @@ def _remove_artifacts(run_dir: Path) -> None:
         (run_dir / f"{name}.tmp").unlink(missing_ok=True)
 
 
+def valuable_files(run_dir: Path) -> list[str]:
+    """The VALUABLE files in `run_dir`: metrics.csv counts only with a row under its header."""
+    found = []
+    for name in VALUABLE:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        if name == "metrics.csv":
+            try:
+                with open(path, "rb") as f:
+                    lines = [line for line in f.read().splitlines() if line.strip()]
+            except OSError:
+                lines = [b"", b""]  # unreadable: assume it holds rows
+            if len(lines) < 2:
+                continue
+        found.append(name)
+    return found
+
+
+def refuse_valuable(run_dir: Path) -> None:
+    """RunExistsError if a folder with neither summary.json nor checkpoint.pt holds something
+    of value: it is not a stub to take over silently."""
+    kept = valuable_files(run_dir)
+    if kept:
+        raise RunExistsError(
+            f"{run_dir} holds {', '.join(kept)} of a run without {SUMMARY} or {CHECKPOINT} "
+            f"(its summary was removed, or it stopped while saving); allowed: --overwrite "
+            f"(FORCE=1) to replace them, or another --run_name")
+
+
+def refuse_links(run_dir: Path, names: tuple[str, ...] = ()) -> None:
+    """UnsafePathError naming the first run file of `run_dir` that is a symbolic link."""
+    for name in (*ARTIFACTS, *(f"{n}.tmp" for n in ARTIFACTS), NOTEBOOK, *names):
+        path = run_dir / name
+        if path.is_symlink():
+            raise _link_error(path)
+
+
+def _link_error(path: Path) -> UnsafePathError:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return UnsafePathError(f"{path}: a symbolic link{target} where a run writes its file; "
+                           f"allowed: a plain file (a run never writes through a link: remove "
+                           f"it)")
+
+
 def remove_stub(run_dir: Path) -> bool:
     """After a run that failed before it wrote its config (setup failed: no data, a bad path,
     Ctrl-C while loading): remove what it left, so the folder holds nothing a rerun must be
-    told about. True if it did; a run that got further keeps its files and log."""
-    if (run_dir / CONFIG).exists() or run_state(run_dir) in ("finished", "interrupted"):
+    told about. True if it did; a run that got further keeps its files and log, and so does a
+    folder holding something of value (VALUABLE)."""
+    if ((run_dir / CONFIG).exists() or run_state(run_dir) in ("finished", "interrupted")
+            or valuable_files(run_dir)):
         return False
     _remove_artifacts(run_dir)
     return True
@@ -99,24 +169,57 @@ def saved_differences(cfg: ExperimentConfig, run_dir: Path) -> list[str]:
         saved = json.loads((run_dir / CONFIG).read_text())
     except (OSError, ValueError) as err:
         return [f"{CONFIG} unreadable ({err})"]
+    if not isinstance(saved, dict):
+        return [f"{CONFIG} does not hold a JSON object"]
+    if config_edited(run_dir):
+        return [f"{CONFIG} was changed after the run (its sha256 is not the one in {SUMMARY})"]
     return experiment_differences(saved, cfg)
 
 
-def _check_same_experiment(cfg: ExperimentConfig, saved: dict, run_dir: Path) -> None:
-    changed = experiment_differences(saved, cfg)
-    if changed:
-        raise ConfigError(f"resume: {run_dir} was started with other parameters: "
-                          f"{', '.join(changed)}; resume with the same parameters, or use "
-                          f"--overwrite")
+def config_sha256(run_dir: Path) -> Optional[str]:
+    try:
+        return hashlib.sha256((run_dir / CONFIG).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def config_edited(run_dir: Path, summary: Optional[dict] = None) -> bool:
+    """Whether config.json is no longer the file the finished run wrote (write_summary); False
+    for a run from before summary.json recorded it."""
+    if summary is None:
+        try:
+            summary = json.loads((run_dir / SUMMARY).read_text())
+        except (OSError, ValueError):
+            return False
+    recorded = summary.get("config_sha256") if isinstance(summary, dict) else None
+    return recorded is not None and recorded != config_sha256(run_dir)
+
+
+def _create_tmp(path: Path):
+    """`<path>.tmp`, created new (a stale one from a killed writer removed first), never through
+    a link (module doc); returns it and its binary file object."""
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.is_symlink():
+        raise _link_error(tmp)
+    tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o666)
+    except FileExistsError:  # planted between the unlink and the open
+        raise _link_error(tmp) if tmp.is_symlink() else UnsafePathError(
+            f"{tmp}: created by another process while this one was writing it; allowed: one "
+            f"writer a run folder") from None
+    return tmp, os.fdopen(fd, "wb")
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to `<path>.tmp`, then rename: a reader never sees half a file. A failed write (a
     full disk) removes the temporary file instead of leaving it to fill the disk further."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, out = _create_tmp(path)
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
+        with out:
+            out.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)  # a link at `path` is replaced, not followed
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -125,9 +228,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save through `<path>.tmp`, as write_atomic. Into a file object, so that a full disk
     is an OSError (ENOSPC), not torch's RuntimeError."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, out = _create_tmp(path)
     try:
-        with open(tmp, "wb") as out:
+        with out:
             torch.save(obj, out)
         os.replace(tmp, path)
     except BaseException:
@@ -175,6 +278,8 @@ def open_log(run_dir: Path, run_name: str, console: bool = True,
         logger.removeHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    if (run_dir / "run.log").is_symlink():
+        raise _link_error(run_dir / "run.log")
     file_handler = _QuietFileHandler(run_dir / "run.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s"))
     logger.addHandler(file_handler)
@@ -199,6 +304,12 @@ class _QuietFileHandler(logging.FileHandler):
     def handleError(self, record):
         pass
 
+    def _open(self):
+        # O_NOFOLLOW: a run.log planted as a link must not make the run append to its target.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o666)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
 
 class _TqdmHandler(logging.Handler):
     """Console lines that do not break a progress bar."""
@@ -210,4 +321,9 @@ class _TqdmHandler(logging.Handler):
 
 
 def write_summary(summary: dict, run_dir: Path) -> None:
+    """summary.json, the finished mark; it records config.json's sha256 (`summary` itself is
+    left as it is) so that the analysis and the batch see a config.json edited after the run."""
+    digest = config_sha256(run_dir)
+    if digest is not None:
+        summary = {**summary, "config_sha256": digest}
     write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2))

@@ -37,7 +37,8 @@ def width_rows(r: int, state: ServerState, setup: RoundSetup, ratios: list[float
     rows = []
     for ratio in widths_to_diagnose(ratios):
         plan = planner.plan(ratio)
-        ev = evaluate(state.params[plan.coords], plan.spec, test, setup.info, batch_size)
+        ev = evaluate(state.params[plan.coords], plan.spec, test, setup.info, batch_size,
+                      setup.workers)
         rows.append({"round": r, "metric": "width_accuracy", "key": ratio,
                      "value": ev.accuracy})
     return rows

@@ -14,12 +14,14 @@ import torch
 
 from ..config import ExperimentConfig
 from ..data.catalog import DATASETS
-from ..data.loading import TensorDataset, class_counts, load_dataset, partition, subsample
+from ..data.loading import (TensorDataset, class_counts, load_dataset, natural_test_set,
+                            natural_writers, partition, subsample)
 from ..fl.plan import kept_units
 from ..fl.round import ClientSlot, Cohort, RoundSetup
 from ..fl.state import ServerState
 from ..fl.store import ClientStates, MemoryStore
 from ..fl.systems import auto_deadline, make_profiles, round_times
+from ..fl.threads import resolve_threads
 from ..fl.training import LocalTraining
 from ..methods import build
 from ..models.net import ParamLayout, init_flat_params
@@ -59,9 +61,15 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     train, test = load_dataset(cfg.dataset, cfg.data_root)
     device = torch.device(cfg.device)
     keep = subsample(train.labels, cfg.data_fraction, cfg.seed)
+    groups = None if train.groups is None else train.groups[keep]  # writers (FEMNIST)
     parts = partition(train.labels[keep], cfg.partition, cfg.num_clients, cfg.seed,
-                      classes_per_client=cfg.classes_per_client, alpha=cfg.dirichlet_alpha)
+                      classes_per_client=cfg.classes_per_client, alpha=cfg.dirichlet_alpha,
+                      groups=groups)
     parts = [keep[p] for p in parts]
+    if cfg.partition == "natural":
+        # LEAF evaluates on the held-out samples of the same users: test the picked writers only.
+        # (data_fraction thinned the training samples first; writers it emptied are not picked.)
+        test = natural_test_set(test, natural_writers(groups, cfg.num_clients, cfg.seed))
     client_data = [TensorDataset(train.images[p].to(device), train.labels[p].to(device))
                    for p in parts]
     layout = ParamLayout(model_spec(cfg.model, info))
@@ -80,7 +88,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         aggregator=build("aggregate", names["aggregate"], cfg),
         ratio_policy=build("ratio", names["ratio"], cfg),
         error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline,
-        engine=cfg.engine)
+        engine=cfg.engine, workers=resolve_threads(cfg.num_threads))
     test = TensorDataset(test.images.to(device), test.labels.to(device))
     return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
                       layout, profiles, full_times, _diagnostic_subset(test, cfg), setup)

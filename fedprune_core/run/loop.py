@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import artifacts, plots, summary
+from . import artifacts, checkpoint, plots, summary
 from ..checks import check_device
 from ..config import ExperimentConfig
 from ..data.loading import resolve_data_root
-from ..fl.round import run_round
+from ..fl.round import UpdateSource, run_round
+from ..fl.state import ServerState
 from ..fl.store import FileStore
-from ..fl.training import DivergenceError, torch_threads
+from ..fl.threads import available_cores, resolve_threads, torch_threads
+from ..fl.training import DivergenceError
 from .federation import Federation, build_federation, cohort, initial_state
 from .summary import MB
 
@@ -38,8 +41,12 @@ class RunResult:
 
 
 def run_experiment(cfg: ExperimentConfig,
-                   on_round_end: Optional[Callable[[int, dict], None]] = None) -> RunResult:
+                   on_round_end: Optional[Callable[[int, dict], None]] = None,
+                   updates: Optional[UpdateSource] = None) -> RunResult:
     """Run (or resume) one experiment and write its artifacts; see README for the files.
+
+    `updates` replaces how the cohort's client updates are obtained (fl.round.run_round): a
+    deployment's server passes the one that asks its nodes; everything else is this loop.
 
     Checked before any work: the device and the results folder. The run folder is locked while
     the run works in it (a second process gets RunLockedError naming the holder's pid), SIGTERM
@@ -52,12 +59,15 @@ def run_experiment(cfg: ExperimentConfig,
     check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=artifacts.default_run_name())
-    with claimed(Path(cfg.results_dir) / cfg.run_name), torch_threads(cfg.num_threads):
-        run_dir, checkpoint = artifacts.prepare_run_dir(cfg)
+    threads = resolve_threads(cfg.num_threads)
+    with claimed(Path(cfg.results_dir) / cfg.run_name), torch_threads(threads):
+        run_dir, resume = artifacts.prepare_run_dir(cfg)
+        saved = (checkpoint.load(run_dir / artifacts.CHECKPOINT, cfg,
+                                 checkpoint.numeric_threads(cfg, threads)) if resume else None)
         log = artifacts.open_log(run_dir, cfg.run_name, console=cfg.progress != "off",
                                  bar=cfg.progress == "auto")
         try:
-            return _run(cfg, run_dir, checkpoint, log, on_round_end)
+            return _run(cfg, run_dir, saved, log, on_round_end, updates)
         except KeyboardInterrupt as err:
             how = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
             log.error(f"{how}. The checkpoint of the last finished round is kept: continue "
@@ -75,29 +85,34 @@ def run_experiment(cfg: ExperimentConfig,
             artifacts.close_log(log)
 
 
-def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
+def _run(cfg, run_dir, saved, log, on_round_end, updates) -> RunResult:
     wall_start = time.perf_counter()
     log.info(f"FedPrune-Sparse run '{cfg.run_name}': {cfg.method_label} on {cfg.dataset} "
              f"(data root {resolve_data_root(cfg.data_root).resolve()}), device {cfg.device}")
+    _warn_oversubscribed(log, cfg)
     fed = build_federation(cfg)
-    if checkpoint is None:
+    if saved is None:
         artifacts.write_config(cfg, run_dir, deadline_sec=fed.deadline)
         artifacts.write_csv(_partition_rows(fed.counts), run_dir / "partition.csv")
         plots.partition_figure(fed.counts, run_dir / "partition.png")
     _log_setup(log, fed)
 
-    store = FileStore(run_dir / artifacts.CLIENT_STATES, cfg.num_clients, fed.layout.size)
-    state, history, elapsed_before = initial_state(fed, store), History(), 0.0
-    if checkpoint is not None:  # replay the last round's client changes (idempotent)
-        state, history = checkpoint["state"].to(cfg.device), checkpoint["history"]
-        state = state.replace(clients=state.clients.with_store(store).commit())
-        elapsed_before = checkpoint["elapsed_sec"]
+    if saved is None:
+        store = FileStore(run_dir / artifacts.CLIENT_STATES, cfg.num_clients, fed.layout.size)
+        state, history, elapsed_before = initial_state(fed, store), History(), 0.0
+    else:  # replay the last round's client changes into the checked store (idempotent)
+        state = ServerState.from_dict(saved["state"], saved["store"], cfg.device)
+        state = state.replace(clients=state.clients.commit())
+        history, elapsed_before = History(**saved["history"]), saved["elapsed_sec"]
         log.info(f"Resuming after round {state.round} of {cfg.rounds}")
 
     bar = _progress(cfg, state.round + 1)
+    threads = checkpoint.numeric_threads(cfg, torch.get_num_threads())
     for r in range(state.round + 1, cfg.rounds + 1):
+        if _reached_target(cfg, history):
+            break
         round_start = time.perf_counter()
-        state, rows = run_round(state, cohort(fed, r), fed.setup)
+        state, rows = run_round(state, cohort(fed, r), fed.setup, updates)
         evaluation, diagnostics = summary.evaluate_round(fed, r, state, rows)
         row = summary.round_row(fed, r, evaluation, rows, history.metrics)
         row["wall_time_sec"] = time.perf_counter() - round_start
@@ -107,9 +122,8 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
         history.write(run_dir)
         # the checkpoint holds the global state and the clients this round changed; only then
         # are those changes written to the store, so a kill anywhere resumes exactly
-        artifacts.save_atomic({"config": cfg.science_dict(), "state": state.to("cpu"),
-                               "history": history, "elapsed_sec": row["elapsed_sec"]},
-                              run_dir / artifacts.CHECKPOINT)
+        checkpoint.save(run_dir / artifacts.CHECKPOINT, cfg, state, history.as_dict(),
+                        row["elapsed_sec"], threads)
         state = state.replace(clients=state.clients.commit())
         if bar is not None:
             bar.update(1)
@@ -119,7 +133,34 @@ def _run(cfg, run_dir, checkpoint, log, on_round_end) -> RunResult:
             on_round_end(r, row)
     if bar is not None:
         bar.close()
+    if _reached_target(cfg, history):
+        log.info(f"Target accuracy {cfg.target_accuracy:g}% reached at round {state.round}: "
+                 f"the run stops there (rounds = {cfg.rounds} was the limit).")
     return _finish(cfg, run_dir, fed, state, history, log)
+
+
+def _reached_target(cfg: ExperimentConfig, history: "History") -> bool:
+    """Has the last evaluated round reached target_accuracy (evaluated rounds only)?"""
+    return (cfg.target_accuracy is not None and bool(history.metrics)
+            and history.metrics[-1]["test_accuracy"] >= cfg.target_accuracy)
+
+
+def _warn_oversubscribed(log, cfg: ExperimentConfig) -> None:
+    """Once, where the thread settings make threads wait for cores: more threads than cores,
+    or intra-op threads (engine sequential/cohort) on a machine other processes keep busy
+    (OpenMP's barriers then wait at every operation for a core someone else holds)."""
+    cores, threads = available_cores(), resolve_threads(cfg.num_threads)
+    if threads > cores:
+        log.warning(f"num_threads {threads} is more than the {cores} core(s) this process may "
+                    f"use: threads will wait for each other (oversubscribed); allowed without "
+                    f"waiting: up to {cores}")
+    elif cfg.engine != "parallel" and threads > 1 and cfg.device == "cpu":
+        busy = os.getloadavg()[0]
+        if busy + threads > cores + 0.5:
+            log.warning(f"the machine is busy (load {busy:.1f} on {cores} cores): engine "
+                        f"{cfg.engine} on {threads} intra-op threads waits at every operation "
+                        f"for a core another process holds; engine parallel (the default) "
+                        f"does not")
 
 
 @dataclass
@@ -135,6 +176,9 @@ class History:
         self.clients.extend(client_rows)
         self.diagnostics.extend(diagnostic_rows)
 
+    def as_dict(self) -> dict[str, list[dict]]:
+        return dataclasses.asdict(self)
+
     def write(self, run_dir: Path) -> None:
         artifacts.write_csv(self.metrics, run_dir / "metrics.csv")
         artifacts.write_csv(self.clients, run_dir / "clients.csv")
@@ -145,10 +189,11 @@ class History:
 def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
     metrics, clients = pd.DataFrame(history.metrics), pd.DataFrame(history.clients)
     params = state.evaluated_params()
-    torch.save({"state_dict": {s.name: v.cpu().clone() for s, v in
-                               zip(fed.layout, fed.layout.views(params).values())},
-                "model": dataclasses.asdict(fed.layout.spec), "config": cfg.to_dict()},
-               run_dir / "final_model.pt")
+    artifacts.save_atomic(
+        {"state_dict": {s.name: v.cpu().clone() for s, v in
+                        zip(fed.layout, fed.layout.views(params).values())},
+         "model": dataclasses.asdict(fed.layout.spec), "config": cfg.to_dict()},
+        run_dir / "final_model.pt")
     figures = plots.run_figures(metrics, run_dir, cfg.method_label)
     figures.update(plots.diagnostics_figures(pd.DataFrame(
         history.diagnostics, columns=["round", "metric", "key", "value"]), run_dir,
@@ -182,6 +227,10 @@ def _log_setup(log, fed: Federation) -> None:
 
 def _log_round(log, cfg, row: dict, rows: list[dict]) -> None:
     for c in rows:
+        if c["status"] == "missing":  # a deployment's node failed or timed out: on the console
+            log.warning(f"  round {c['round']:3d} client {c['client_id']:3d} | missing: its "
+                        f"update did not arrive (down {c['downlink_bytes'] / 1e3:,.1f} kB)")
+            continue
         log.info(f"  round {c['round']:3d} client {c['client_id']:3d} | ratio "
                  f"{c['pruning_ratio']:.2f} | samples {c['num_samples']:5d} | loss "
                  f"{c['train_loss']:.4f} | sent {c['sent_params']:,}/{c['trained_params']:,} "

@@ -28,7 +28,7 @@ CUMULATIVE = {"cumulative_uplink_bytes": "uplink_bytes",
 # measured seconds: they differ from run to run, every other column is reproducible
 TIMING_COLUMNS = {"metrics": ("avg_round_time_sec", "eval_time_sec", "diagnostic_time_sec",
                               "wall_time_sec", "elapsed_sec"),
-                  "clients": ("update_time_sec", "train_time_sec")}
+                  "clients": ("update_time_sec", "train_time_sec", "node_time_sec")}
 
 
 def evaluate_round(fed: Federation, r: int, state: ServerState,
@@ -40,13 +40,14 @@ def evaluate_round(fed: Federation, r: int, state: ServerState,
                 "eval_time_sec": 0.0, "diagnostic_time_sec": 0.0}, []
     start = time.perf_counter()
     ev = evaluate(state.evaluated_params(), fed.layout.spec, fed.test, fed.setup.info,
-                  cfg.eval_batch_size)
+                  cfg.eval_batch_size, fed.setup.workers)
     eval_time = time.perf_counter() - start
     if not math.isfinite(ev.loss):
         raise DivergenceError(f"round {r}: test loss is {ev.loss}")
     start = time.perf_counter()
     diag = diagnostics.class_rows(r, ev) + diagnostics.width_rows(
-        r, state, fed.setup, [c["pruning_ratio"] for c in rows], fed.diagnostic_test,
+        r, state, fed.setup, [c["pruning_ratio"] for c in rows if c["status"] == "ok"],
+        fed.diagnostic_test,
         cfg.eval_batch_size)
     return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "eval_time_sec": eval_time,
             "diagnostic_time_sec": time.perf_counter() - start}, diag
@@ -54,8 +55,10 @@ def evaluate_round(fed: Federation, r: int, state: ServerState,
 
 def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
               previous: list[dict]) -> dict:
-    """The round's metrics row: its evaluation, the cohort's totals, the running sums."""
-    frame = pd.DataFrame(rows)
+    """The round's metrics row: its evaluation, the cohort's totals, the running sums. A
+    deployment's missing updates (status 'missing') count as selected and in the downlink only."""
+    selected = pd.DataFrame(rows)
+    frame = selected[selected.status == "ok"]
     row = {
         "round": r, "test_accuracy": evaluation["test_accuracy"],
         "test_loss": evaluation["test_loss"],
@@ -65,13 +68,13 @@ def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
         "avg_round_time_sec": frame.update_time_sec.mean(),
         "uplink_bytes": int(frame.uplink_bytes.sum()),
         "uplink_dense_bytes": 4 * fed.layout.size * len(frame),
-        "downlink_bytes": int(frame.downlink_bytes.sum()),
+        "downlink_bytes": int(selected.downlink_bytes.sum()),
         "client_train_flops": int(frame.train_flops.sum()),
         "dense_client_train_flops": int(frame.dense_train_flops.sum()),
         "simulated_round_time_sec": frame.simulated_time_sec.max(),
         "eval_time_sec": evaluation["eval_time_sec"],
         "diagnostic_time_sec": evaluation["diagnostic_time_sec"],
-        "num_clients_selected": len(frame)}
+        "num_clients_selected": len(selected)}
     last = previous[-1] if previous else {}
     for name, source in CUMULATIVE.items():
         row[name] = last.get(name, 0) + row[source]
@@ -102,6 +105,9 @@ def summary(fed: Federation, state: ServerState, metrics: pd.DataFrame,
         "final_test_loss": float(last.test_loss),
         "best_test_accuracy": float(best.test_accuracy), "best_round": int(best["round"]),
         "best_is_selected_on_test_set": True,
+        "target_accuracy": cfg.target_accuracy, "target_round": _target_round(metrics, cfg),
+        "stopped_at_target": (cfg.target_accuracy is not None
+                              and int(last["round"]) < cfg.rounds),
         "never_trained_units": untrained,
         "never_trained_params": int((~state.trained).sum()),
         "initial_ratio_mean": float(initial.mean()), "initial_ratio_std": float(initial.std()),
@@ -118,6 +124,14 @@ def summary(fed: Federation, state: ServerState, metrics: pd.DataFrame,
                                         / last.cumulative_dense_client_train_flops)),
         "wall_time_sec": float(last.elapsed_sec),
         "simulated_time_sec": float(last.cumulative_simulated_time_sec)}
+
+
+def _target_round(metrics: pd.DataFrame, cfg) -> int | None:
+    """The first evaluated round at or above target_accuracy (None: not set, or not reached)."""
+    if cfg.target_accuracy is None:
+        return None
+    hit = metrics[metrics.test_accuracy >= cfg.target_accuracy]
+    return int(hit["round"].iloc[0]) if len(hit) else None
 
 
 def finished_line(s: dict) -> str:
