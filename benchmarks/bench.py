@@ -12,12 +12,15 @@ Measures, in one run on one machine, and writes to results/bench/bench.json:
   - client updates/s (broadcast + `fl.client.local_update`) for each method;
   - the first- vs second-call cost of new structured sub-model shapes;
   - 2 intra-op threads in one process vs two 1-thread processes side by side;
-  - the default run (`make run`'s parameters; also on the parallel engine) and the FedAvg
-    baseline end to end, each in its own process, against their compute floor (training FLOPs
-    at the ceiling plus one 10k evaluation per evaluated round), with the time split into
-    training, the rest of the client updates, evaluation, diagnostics, checkpoints and the rest
-    (benchmarks/scale.py);
-    the seed-like reference (benchmarks/naive_reference.py) runs the default beside them;
+  - the default run (`make run`'s parameters, the parallel engine; also on the sequential
+    engine, the previous default) and the FedAvg baseline end to end, each in its own process,
+    against their compute floor (training FLOPs at the ceiling plus one 10k evaluation per
+    evaluated round), with the time split into training, the rest of the client updates,
+    evaluation, diagnostics, checkpoints and the rest (benchmarks/scale.py);
+    the seed-like reference (benchmarks/naive_reference.py) runs the default beside them, and
+    Flower 1.42's simulation engine the FedAvg baseline (benchmarks/flower_reference.py);
+  - the default run on both engines alone and beside CPU-bound processes, against its fair
+    share of the busy machine (benchmarks/busy.py);
   - checkpoint bytes and seconds per round and peak memory of 20, 1,000 and 10,000-client
     federations with error feedback;
   - both training engines' samples/s at batch 10 and 64 (benchmarks/engines.py).
@@ -48,6 +51,7 @@ REPO = HERE.parent
 
 from common import (available_cores, in_process, load_avg, measure, peak_rss_mb,  # noqa: E402
                     result_of)
+import busy  # noqa: E402
 import engines  # noqa: E402
 import scale  # noqa: E402
 from fedprune_core.config import ExperimentConfig  # noqa: E402
@@ -100,13 +104,15 @@ class Sizes:
     federation: dict  # changes for those runs
     engine_samples: int  # per client, for the engines' samples/s
     engine_repeats: int
+    busy: dict  # changes to the default run for the busy-machine runs
 
 
 FULL = Sizes(matmul_n=2048, matmul_repeats=5, conv_batch=16, train_samples=3000, train_repeats=3,
              eval_repeats=3, eval_images=10_000, update_samples=3000, update_repeats=3,
              first_call_ratios=(0.30, 0.35, 0.45, 0.55), experiment={},
              federations=((20, 10), (1000, 200), (10_000, 200)),
-             federation=dict(rounds=3, eval_every=3), engine_samples=600, engine_repeats=3)
+             federation=dict(rounds=3, eval_every=3), engine_samples=600, engine_repeats=3,
+             busy=dict(rounds=3))
 QUICK = Sizes(matmul_n=512, matmul_repeats=3, conv_batch=2, train_samples=256, train_repeats=1,
               eval_repeats=1, eval_images=1000, update_samples=256, update_repeats=1,
               first_call_ratios=(0.30, 0.55),
@@ -115,7 +121,9 @@ QUICK = Sizes(matmul_n=512, matmul_repeats=3, conv_batch=2, train_samples=256, t
               federations=((20, 10), (200, 20)),
               federation=dict(rounds=2, eval_every=2, data_fraction=0.05, local_epochs=1,
                               diagnostic_test_samples=200),
-              engine_samples=32, engine_repeats=1)
+              engine_samples=32, engine_repeats=1,
+              busy=dict(rounds=1, num_clients=4, clients_per_round=2, local_epochs=1,
+                        data_fraction=0.02))
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -384,16 +392,27 @@ def profile_tables(flat, layout, data, test) -> dict:
     return tables
 
 
+def _flower_worker(cfg_dict: dict, queue) -> None:
+    """FedAvg on Flower's simulation engine (benchmarks/flower_reference.py), own process."""
+    import flower_reference
+
+    baseline = peak_rss_mb()
+    out = flower_reference.run(ExperimentConfig.from_dict(cfg_dict))
+    queue.put({**out, "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": baseline})
+
+
 def experiments(sizes: Sizes, threads: int, runs_dir: Path, ceiling_gflops: float,
-                eval_10k_sec: float, full_training_gflops: float, note) -> dict:
-    """The default run (`make run`'s parameters) on the sequential and the parallel engine
-    and the FedAvg baseline end to end, each against its compute floor with its time split;
-    the seed-like reference beside the default run, so the speed-up is measured side by side."""
+                eval_10k_sec: float, full_training_gflops: float, note,
+                skip: tuple = ()) -> dict:
+    """The default run (`make run`'s parameters: the parallel engine) and the previous default
+    (the sequential engine on `threads` intra-op threads) and the FedAvg baseline end to end,
+    each against its compute floor with its time split; beside them, in the same run, the
+    seed-like reference on the default run and Flower 1.42's simulation engine on FedAvg."""
     common = dict(sizes.experiment, progress="off", results_dir=str(runs_dir), overwrite=True,
                   num_threads=threads)
     configs = {"default": ExperimentConfig(**common, run_name="bench_default"),
-               "default_parallel": ExperimentConfig(**common, engine="parallel",
-                                                    run_name="bench_default_parallel"),
+               "default_sequential": ExperimentConfig(**common, engine="sequential",
+                                                      run_name="bench_default_sequential"),
                "fedavg": ExperimentConfig.from_yaml(
                    REPO / "params" / "ablations" / "baseline_fedavg.yaml",
                    overrides={**common, "run_name": "bench_fedavg"})}
@@ -411,8 +430,15 @@ def experiments(sizes: Sizes, threads: int, runs_dir: Path, ceiling_gflops: floa
     out["naive_default"] = {k: naive[k] for k in ("wall_sec", "rounds_sec", "final_accuracy_pct",
                                                    "peak_rss_mb", "rss_after_imports_mb")}
     out["speedup_over_naive_x"] = naive["wall_sec"] / out["floor_default"]["wall_sec"]
-    out["parallel_speedup_x"] = (out["floor_default"]["wall_sec"]
-                                 / out["floor_default_parallel"]["wall_sec"])
+    out["rss_over_naive_x"] = out["floor_default"]["peak_rss_mb"] / naive["peak_rss_mb"]
+    out["parallel_speedup_x"] = (out["floor_default_sequential"]["wall_sec"]
+                                 / out["floor_default"]["wall_sec"])
+    if "flower" not in skip:
+        flower = in_process(_flower_worker, (configs["fedavg"].to_dict(),), "Flower reference")
+        note(f"  Flower simulation, FedAvg: {flower['wall_sec']:.1f} s")
+        out["flower_fedavg"] = flower
+        out["fedavg_speedup_over_flower_x"] = (flower["wall_sec"]
+                                               / out["floor_fedavg"]["wall_sec"])
     return out
 
 
@@ -542,7 +568,13 @@ def run(args) -> dict:
     runs_dir = out_path.parent / "runs"
     note("experiments against their floor, and the seed-like reference (own processes)")
     res.update(experiments(sizes, threads, runs_dir, res["ceiling_gflops_per_sec"],
-                           res["eval_10k_sec"], res["train_full_gflops_per_sec"], note))
+                           res["eval_10k_sec"], res["train_full_gflops_per_sec"], note,
+                           args.skip))
+
+    if "busy" not in args.skip:
+        note("a busy machine: the default run beside CPU-bound processes (own processes)")
+        res["busy"] = busy.run(dict(sizes.busy, progress="off", results_dir=str(runs_dir),
+                                    overwrite=True), threads)
 
     note("checkpoints and memory by federation size (own processes)")
     res["federations"] = federations(sizes, threads, runs_dir, note)
@@ -620,7 +652,7 @@ def experiment_rows(res: dict) -> list[tuple[str, str]]:
     e = res["experiment_config"]
     rows = [(f"experiments ({e['rounds']} rounds, {e['num_clients']} clients, "
              f"{e['clients_per_round']}/round, {e['local_epochs']} epochs)", "")]
-    for name in ("default", "default_parallel", "fedavg"):
+    for name in ("default", "default_sequential", "fedavg"):
         f = res[f"floor_{name}"]
         split = ", ".join(f"{k} {v:.1f}" for k, v in f["split_sec"].items())
         rows += [(f"  {name}: wall / floor", f"{f['wall_sec']:.1f} s / {f['floor_sec']:.1f} s "
@@ -632,11 +664,24 @@ def experiment_rows(res: dict) -> list[tuple[str, str]]:
                                              f"the ceiling's (tail accuracy "
                                              f"{f['tail_accuracy_pct']:.2f}%)"),
                  (f"  {name}: split (s)", split)]
-    rows.append(("  parallel engine over sequential, default run",
+    rows.append(("  default (parallel engine) over the sequential engine",
                  f"{res['parallel_speedup_x']:.2f}x faster"))
     naive = res["naive_default"]
     rows.append(("  seed-like reference, default run", f"{naive['wall_sec']:.1f} s: the default "
-                 f"run is {res['speedup_over_naive_x']:.2f}x faster"))
+                 f"run is {res['speedup_over_naive_x']:.2f}x faster; peak RSS "
+                 f"{res['floor_default']['peak_rss_mb']:.0f} MB against its "
+                 f"{naive['peak_rss_mb']:.0f} MB"))
+    flower = res.get("flower_fedavg")
+    if flower:
+        rows.append(("  Flower 1.42 simulation engine, FedAvg", f"{flower['wall_sec']:.1f} s: "
+                     f"the suite's FedAvg is {res['fedavg_speedup_over_flower_x']:.2f}x faster"))
+    busy = res.get("busy")
+    if busy:
+        rows.append((f"busy machine: default run beside {busy['hogs']} CPU-bound processes", ""))
+        for name, b in busy["runs"].items():
+            rows.append((f"  {name}", f"quiet {b['quiet_sec']:.1f} s, busy {b['busy_sec']:.1f} s"
+                                      f" = {b['over_fair_share_x']:.2f}x its fair share "
+                                      f"({b['fair_share_sec']:.1f} s)"))
     rows.append(("federations (checkpoint a round, store commit a round, peak RSS)", ""))
     for clients, f in res["federations"].items():
         rows.append((f"  {clients} clients, {f['clients_per_round']}/round",
@@ -654,6 +699,9 @@ def experiment_rows(res: dict) -> list[tuple[str, str]]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("flower", "busy"),
+                        help="leave out Flower's simulation (needs the flower extra; Ray's "
+                             "start-up alone takes ~30 s) or the busy-machine runs")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (default 0 = all available cores)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "bench.json"),
