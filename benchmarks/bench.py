@@ -120,7 +120,7 @@ QUICK = Sizes(matmul_n=512, matmul_repeats=3, conv_batch=2, train_samples=256, t
                               data_fraction=0.02),
               federations=((20, 10), (200, 20)),
               federation=dict(rounds=2, eval_every=2, data_fraction=0.05, local_epochs=1,
-                              diagnostic_test_samples=200),
+                              test_samples=200),
               engine_samples=32, engine_repeats=1,
               busy=dict(rounds=1, num_clients=4, clients_per_round=2, local_epochs=1,
                         data_fraction=0.02))

@@ -43,7 +43,8 @@ MAX_THREADS = 4096
 def _check_ranges(cfg: ExperimentConfig, need) -> None:
     """Each number on its own."""
     for name in ("rounds", "num_clients", "clients_per_round", "local_epochs", "batch_size",
-                 "eval_every", "eval_batch_size", "tail_rounds", "qsgd_levels", "width_multiple"):
+                 "eval_every", "eval_batch_size", "tail_rounds", "qsgd_levels", "width_multiple",
+                 "rolex_step", "fjord_levels"):
         need(getattr(cfg, name) >= 1, name, "an integer >= 1")
     for name in ("pruning_ratio", "sparsity_ratio", "min_pruning_ratio", "max_pruning_ratio",
                  "momentum", "server_momentum"):
@@ -54,8 +55,7 @@ def _check_ranges(cfg: ExperimentConfig, need) -> None:
     need(0.0 < cfg.ratio_step < 1.0, "ratio_step", "a number in (0, 1)")
     need(0.0 < cfg.data_fraction <= 1.0, "data_fraction", "a number in (0, 1]")
     need(cfg.qsgd_bucket >= 0, "qsgd_bucket", "an integer >= 0 (0 = one norm a tensor)")
-    need(cfg.diagnostic_test_samples >= 0, "diagnostic_test_samples",
-         "an integer >= 0 (0 = the whole test set)")
+    need(cfg.test_samples >= 0, "test_samples", "an integer >= 0 (0 = the whole test set)")
     need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")
     need(cfg.round_deadline_sec is None or cfg.round_deadline_sec > 0, "round_deadline_sec",
          "a number > 0, or null for the automatic deadline")
@@ -77,6 +77,16 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
          f"1..num_clients ({cfg.num_clients})")
     need(cfg.width_multiple == 1 or cfg.pruning_mode == "structured", "width_multiple",
          "1 unless pruning_mode is structured (it rounds structured sub-models' widths)")
+    structured = cfg.pruning_mode == "structured"
+    need(cfg.local_training == "sgd" or structured, "local_training",
+         "sgd unless pruning_mode is structured (scaler and fjord act on sub-models)")
+    need(cfg.local_training != "fjord" or cfg.structured_selection == "first", "local_training",
+         "fjord with structured_selection first (ordered dropout's widths are nested)")
+    need(not cfg.fjord_distill or cfg.local_training == "fjord", "fjord_distill",
+         "false unless local_training is fjord")
+    need(not cfg.masked_ce or structured, "masked_ce",
+         "false unless pruning_mode is structured (a client's classes travel with its "
+         "sub-model's kept units; pruning_ratio 0 trains the whole model)")
     need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
          f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
     if cfg.pruning_mode != "none" and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):

@@ -68,8 +68,24 @@ class ExperimentConfig:
     ratio_step: float = _p(0.05, "Online controller's step per round.")
     structured_selection: str = _p(
         "l1", "Which filters/neurons a structured client keeps: largest L1 norm, the first ones "
-        "(HeteroFL's nested sub-models), or a window rolling with the round (FedRolex).",
-        ("l1", "first", "rolex"))
+        "(HeteroFL's and FjORD's nested sub-models), a window rolling with the round "
+        "(FedRolex), or a random set a client a round (Federated Dropout).",
+        ("l1", "first", "rolex", "random"))
+    rolex_step: int = _p(
+        1, "FedRolex: units the window rolls a round (1 = the paper); a larger step covers a "
+           "layer within a short run.")
+    local_training: str = _p(
+        "sgd", "How a client trains its sub-model: plain SGD, HeteroFL's scaler (each pruned "
+        "layer's output divided by its kept fraction while training), or FjORD's ordered "
+        "dropout (a nested width drawn each step up to the client's own; "
+        "structured_selection first).", ("sgd", "scaler", "fjord"))
+    masked_ce: bool = _p(
+        False, "HeteroFL's masked cross-entropy (structured): a client's loss over its own "
+               "classes only, and each class's outputs averaged over the clients that have it.")
+    fjord_levels: int = _p(5, "FjORD: width levels 1/L, 2/L, ..., 1 a step draws from.")
+    fjord_distill: bool = _p(
+        False, "FjORD: each step also trains the client's whole sub-model and teaches the drawn "
+               "width its predictions (self-distillation).")
     width_multiple: int = _p(
         1, "Structured: round every kept width to a multiple of N (at least N, at most the "
            "layer): 8 or 16 gives sub-models oneDNN trains faster per FLOP (default runs "
@@ -102,6 +118,10 @@ class ExperimentConfig:
     aggregation_weights: str = _p("samples", "FedAvg client weights.", ("samples", "uniform"))
     server_lr: float = _p(1.0, "Server learning rate applied to the averaged update.")
     server_momentum: float = _p(0.9, "FedAvgM's server momentum (aggregation=fedavgm).")
+    momentum_untrained: str = _p(
+        "hold", "FedAvgM: a coordinate no client trained this round keeps its momentum and "
+                "does not move ('hold'), or keeps moving on its old momentum ('drift', FedAvgM "
+                "as written for full participation).", ("hold", "drift"))
     eval_every: int = _p(1, "Evaluate every N rounds (and always at the last round).")
     tail_rounds: int = _p(5, "Headline accuracy: tail_test_accuracy is the mean test accuracy "
                              "of the last tail_rounds evaluated rounds (non-IID rounds swing).")
@@ -109,9 +129,14 @@ class ExperimentConfig:
         None, "Stop the run at the first evaluated round whose test accuracy (%) reaches this "
               "(rounds is then the limit); summary.json records the round. null = run every "
               "round.")
-    diagnostic_test_samples: int = _p(
-        2000, "Test images (a stratified, seeded subset) for the per-width sub-model accuracies "
-              "of structured runs; 0 = the whole test set.")
+    test_samples: int = _p(
+        0, "Test images (a stratified, seeded subset) for every evaluation, the headline and "
+           "each width's; 0 = the whole test set. Fewer make quick runs quicker.")
+    width_eval: str = _p(
+        "tail", "Structured runs: the global model's accuracy at each width clients train "
+        "(binned, at most 8) beside the full width: at the evaluations the tail accuracy "
+        "averages (the last tail_rounds), at every evaluation, or off.",
+        ("tail", "every", "off"))
     eval_batch_size: int = _p(
         128, "Evaluation batch size; <=256 keeps each activation under glibc's 32 MB mmap "
              "threshold (larger batches page-fault every activation: 2x slower).")
@@ -225,11 +250,21 @@ class ExperimentConfig:
             return self.label
         prune = f"{self.pruning_mode} {self.pruning_ratio:g}"
         if self.pruning_mode == "structured" and self.structured_selection != "l1":
-            prune = f"{self.structured_selection} {self.pruning_ratio:g}"
+            selection = {"random": "dropout", "rolex": "rolex" + (
+                f"/{self.rolex_step}" if self.rolex_step > 1 else "")}.get(
+                self.structured_selection, self.structured_selection)
+            prune = f"{selection} {self.pruning_ratio:g}"
         if self.pruning_mode == "structured" and self.width_multiple > 1:
             prune += f" x{self.width_multiple}"
         if self.adaptive_ratio or self.adaptive_ratio_online:
             prune += " adaptive"
+        if self.local_training == "scaler":
+            prune += " scaler"
+        elif self.local_training == "fjord":
+            prune += (" FjORD" + (f" L={self.fjord_levels}" if self.fjord_levels != 5 else "")
+                      + (" KD" if self.fjord_distill else ""))
+        if self.masked_ce:
+            prune += " masked-CE"
         sparse = (f"qsgd s={self.qsgd_levels} b={self.qsgd_bucket or 'tensor'}"
                   if self.sparsify_method == "qsgd"
                   else f"{self.sparsify_method} {self.sparsity_ratio:g}")

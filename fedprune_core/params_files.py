@@ -13,7 +13,9 @@ from .config import ConfigError, ExperimentConfig, coerce_value
 
 # Parameters that were replaced, with what replaces them (old params files get a clear error).
 REPLACED = {"pruning": "pruning_mode: none (no pruning), structured or unstructured",
-            "sparsification": "sparsify_method: none (dense updates) or a compression method"}
+            "sparsification": "sparsify_method: none (dense updates) or a compression method",
+            "diagnostic_test_samples": "test_samples: the one test set of the headline and of "
+                                       "every width's accuracy (0 = all of it)"}
 
 
 def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from fedprune_core.run.loop import run_experiment
 from fedprune_core.run.summary import TIMING_COLUMNS
 
 ARGS = ["--rounds", "3", "--num_clients", "4", "--clients_per_round", "2", "--local_epochs",
-        "1", "--data_fraction", "0.05", "--progress", "off", "--diagnostic_test_samples", "200",
+        "1", "--data_fraction", "0.05", "--progress", "off", "--test_samples", "200",
         "--sparsify_method", "topk"]
 
 

@@ -250,11 +250,15 @@ def test_each_method_gets_only_its_own_hyperparameters():
     assert dataclasses.asdict(stc) == {"sparsity_ratio": 0.9, "sparsify_scope": "auto"}
     agg = method("aggregate", aggregation="fedavgm", server_momentum=0.5)
     assert dataclasses.asdict(agg) == {"aggregation_weights": "samples", "server_lr": 1.0,
-                                       "server_momentum": 0.5}
+                                       "server_momentum": 0.5, "momentum_untrained": "hold"}
+    fjord = method("train", pruning_mode="structured", structured_selection="first",
+                   local_training="fjord", fjord_levels=4)
+    assert dataclasses.asdict(fjord) == {"fjord_levels": 4, "fjord_distill": False}
 
 
 @pytest.mark.parametrize("old, hint", [("pruning", "pruning_mode"),
-                                       ("sparsification", "sparsify_method")])
+                                       ("sparsification", "sparsify_method"),
+                                       ("diagnostic_test_samples", "test_samples")])
 def test_replaced_parameters_get_a_clear_error(old, hint):
     from fedprune_core.config import ConfigError
     with pytest.raises(ConfigError, match=f"{old}: .*{hint}"):

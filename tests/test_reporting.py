@@ -37,15 +37,6 @@ def test_class_report_on_a_hand_computed_confusion():
     np.testing.assert_allclose(share, [20.0, 60.0, 20.0, 0.0])
 
 
-def test_width_diagnostics_keep_every_used_ratio_up_to_ten_then_spread_them():
-    from fedprune_core.run.diagnostics import widths_to_diagnose
-    assert widths_to_diagnose([0.3, 0.1, 0.3, 0.2000000001]) == [0.1, 0.2, 0.3]
-    many = [i / 100 for i in range(10, 71)]  # 61 ratios, 0.10 .. 0.70
-    picked = widths_to_diagnose(many)
-    # ranks round(linspace(0, 60, 10)) = 0, 7, 13, 20, 27, 33, 40, 47, 53, 60
-    assert picked == [0.1, 0.17, 0.23, 0.3, 0.37, 0.43, 0.5, 0.57, 0.63, 0.7]
-
-
 def test_a_large_federation_partition_is_drawn_as_a_heatmap(tmp_path):
     from fedprune_core.run.plots import partition_plot
     counts = np.zeros((1000, 10), dtype=int)

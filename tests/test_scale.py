@@ -41,7 +41,7 @@ def test_client_states_overlay_commit_and_replay():
 
 def test_thousand_clients_checkpoint_grows_with_the_cohort(tiny_config):
     cfg = tiny_config(run_name="crowd", num_clients=1000, clients_per_round=20,
-                      data_fraction=0.05, rounds=2, diagnostic_test_samples=200)
+                      data_fraction=0.05, rounds=2, test_samples=200)
 
     checkpoints = []
 

@@ -19,7 +19,8 @@ METRIC_COLUMNS = ["round", "test_accuracy", "test_loss", "train_loss", "avg_tran
                   "cumulative_uplink_bytes", "downlink_bytes", "client_train_flops",
                   "simulated_round_time_sec"]
 TIMING = list(TIMING_COLUMNS["metrics"])
-FILES = ["config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv", "run.log", "summary.json",
+FILES = ["config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "widths.csv",
+         "partition.csv", "run.log", "summary.json",
          "final_model.pt", "accuracy_curve.png", "compression_pruning_curve.png",
          "round_time_curve.png", "experiment_dashboard.png", "partition.png"]
 
@@ -44,11 +45,15 @@ def test_two_round_run_writes_every_artifact(tiny_config):
     assert summary["tail_test_accuracy"] == pytest.approx(m.test_accuracy.mean())  # 2 rounds <= 5
     assert summary["tail_rounds"] == 2 and summary["best_is_selected_on_test_set"]
     diag = pd.read_csv(d / "diagnostics.csv")
-    assert set(diag.metric) == {"class_recall", "predicted_share", "width_accuracy"}
+    assert list(diag.columns) == ["round", "metric", "class", "value"]  # classes alone
+    assert set(diag.metric) == {"class_recall", "predicted_share"}
     shares = diag[diag.metric == "predicted_share"].groupby("round").value.sum()
     assert shares.round(6).tolist() == [100.0, 100.0]
-    used = set(c.pruning_ratio.round(6))
-    assert set(diag[diag.metric == "width_accuracy"].key.round(6)) <= used
+    widths = pd.read_csv(d / "widths.csv")  # a 2-round run's tail is both rounds: every
+    # client's ratio (4 clients, 0.1 to 0.7), the ones that trained among them
+    assert set(widths[widths.ratio > 0].ratio.round(6)) == {0.1, 0.3, 0.5, 0.7}
+    assert set(c.pruning_ratio.round(6)) <= {0.1, 0.3, 0.5, 0.7}
+    assert (widths[widths.ratio == 0].test_accuracy.tolist() == m.test_accuracy.tolist())
     assert summary["total_uplink_mb"] == pytest.approx(m.uplink_bytes.sum() / 1e6)
     assert summary["compression_x"] > 10
     assert all((d / p).exists() or (d.parent.parent / p).exists() or

@@ -13,53 +13,96 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .figures import (FIGURE_DPI, accuracy_curves, plot_accuracy_vs_flops,
-                      plot_accuracy_vs_round, plot_accuracy_vs_uplink, plot_client_pruning,
-                      plot_partition)
-from .loading import (BASELINE_LABEL, CONFIG_FIELDS, RunTable, label_order, load_runs,
-                      resolve_results_dir, split_experiments)
+from .figures import (BANDS, FIGURE_DPI, accuracy_curves, accuracy_figure, display_width,
+                      method_styles,
+                      plot_accuracy_vs_flops, plot_accuracy_vs_round, plot_accuracy_vs_uplink,
+                      plot_client_pruning, plot_partition, plot_tail_vs_flops,
+                      plot_tail_vs_uplink, resolve_bands, tail_figure)
+from .loading import (BASELINE_LABEL, CONFIG_FIELDS, RunTable, label_aliases, label_order,
+                      load_runs, resolve_results_dir, short_label, split_experiments)
+from .paired import paired_differences, paired_display, paired_table, seeds_needed
 from .reproduce import reproduce_table, write_reproduce
-from .tables import (RUN_COLUMNS, STAT_COLUMNS, label_stats, mean_ci, method_table,
-                     rounds_to_target, run_table, write_table)
+from .tables import (RUN_COLUMNS, STAT_COLUMNS, label_stats, legend_table, mean_ci,
+                     method_table, rounds_to_target, run_table, runs_display, width_table,
+                     write_table)
 
 __all__ = ["reproduce_table", "write_reproduce", "BASELINE_LABEL", "CONFIG_FIELDS", "FIGURE_DPI", "RUN_COLUMNS", "STAT_COLUMNS",
            "RunTable", "accuracy_curves", "analyze", "label_order", "label_stats", "load_runs",
            "mean_ci", "method_table", "plot_accuracy_vs_flops", "plot_accuracy_vs_round",
            "plot_accuracy_vs_uplink", "plot_client_pruning", "plot_partition",
            "resolve_results_dir", "rounds_to_target", "run_table", "split_experiments",
-           "write_table"]
+           "write_table", "paired_differences", "paired_display", "paired_table",
+           "seeds_needed", "width_table", "BANDS", "accuracy_figure", "method_styles",
+           "plot_tail_vs_flops", "plot_tail_vs_uplink", "resolve_bands", "tail_figure",
+           "label_aliases", "short_label", "legend_table", "runs_display", "display_width"]
 
 
 def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = None,
-            target_accuracy: float = 90.0) -> dict:
-    """Load the runs in results_dir and write every table and figure into out_dir.
+            target_accuracy: float = 90.0, baseline: str = BASELINE_LABEL,
+            batch: str | None = None, bands: str = "auto") -> dict:
+    """Load the runs in results_dir (a batch's alone with `batch`: results_dir/<batch>) and
+    write every table and figure into out_dir.
 
-    out_dir defaults to <results_dir>/analysis (never read back as a run: it has no config.json).
+    out_dir defaults to <results_dir>/analysis, or <results_dir>/<batch>/analysis (never read
+    back as a run: it has no config.json).
+    `baseline` is the label the paired table compares every method with (analysis/paired.py),
+    drawn first and in the first style; without runs of it the table is left out, with a note.
+    `bands`: what the shading around curves and the error bars show: `ci95` (95% t interval
+    over seeds), `std` (±1 standard deviation), `none`, or `auto` (figures.resolve_bands: none
+    with one seed, std below four seeds, ci95 from four).
     What the loading had to say (runs skipped, experiments kept apart) is returned as `notes`
     rather than printed as warnings, and written to notes.md: a report shows it as text.
     Returns {"out_dir": Path, "notes": [str], "tables": {name: {"csv"|"md"|"tex": Path}},
-    "figures": {name: {"png"|"pdf": Path}}}.
+    "figures": {name: {"png"|"pdf": Path}}, "bands": the bands drawn}.
     """
+    if bands not in BANDS:
+        resolve_bands(bands, None)  # the ConfigError naming what is allowed
     results_dir = Path(results_dir)
+    if batch:
+        if not (results_dir / batch).is_dir():
+            found = sorted(p.name for p in results_dir.iterdir()
+                           if (p / "grid.jsonl").is_file()) if results_dir.is_dir() else []
+            raise FileNotFoundError(f"batch: {results_dir / batch} is not a folder; batches in "
+                                    f"{results_dir}: {', '.join(found) or 'none'}")
+        results_dir = results_dir / batch
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = load_runs(results_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     _check_writable(out_dir)
+    bands = resolve_bands(bands, runs)
     tables = {"methods": method_table(runs, target_accuracy),
               "methods_stats": label_stats(runs, target_accuracy),
               "runs": run_table(runs, target_accuracy)}
-    figures = {"accuracy_vs_round": plot_accuracy_vs_round(runs, out_dir, target_accuracy),
-               "accuracy_vs_uplink": plot_accuracy_vs_uplink(runs, out_dir),
-               "accuracy_vs_flops": plot_accuracy_vs_flops(runs, out_dir),
-               "client_pruning_ratios": plot_client_pruning(runs, out_dir),
+    if baseline in set(runs.summaries.label):
+        tables["paired"] = paired_display(paired_table(runs, baseline))
+    else:
+        notes.append(f"No paired table: no runs labelled {baseline!r} (the baseline; pass "
+                     f"baseline=... to compare with another label)")
+    widths = width_table(runs)
+    if not widths.empty:
+        tables["widths"] = widths
+    tables["legend"] = legend_table(runs, baseline)
+    figures = {"tail_vs_uplink": plot_tail_vs_uplink(runs, out_dir, bands, baseline),
+               "tail_vs_flops": plot_tail_vs_flops(runs, out_dir, bands, baseline),
+               "accuracy_vs_round": plot_accuracy_vs_round(runs, out_dir, target_accuracy,
+                                                           bands, baseline),
+               "accuracy_vs_uplink": plot_accuracy_vs_uplink(runs, out_dir, bands, baseline,
+                                                             target_accuracy),
+               "accuracy_vs_flops": plot_accuracy_vs_flops(runs, out_dir, bands, baseline,
+                                                           target_accuracy),
+               "client_pruning_ratios": plot_client_pruning(runs, out_dir, baseline),
                "partition": plot_partition(runs, out_dir)}
     (out_dir / "notes.md").write_text("".join(f"- {note}\n" for note in notes),
                                       encoding="utf-8")
-    return {"out_dir": out_dir, "notes": notes,
-            "tables": {name: write_table(df, out_dir, name) for name, df in tables.items()},
-            "figures": figures}
+    # runs.md and .tex as a page shows them: headers with units, fewer digits (runs.csv
+    # keeps every column's name and digits)
+    shown = {"runs": runs_display(tables["runs"])}
+    written = {name: write_table(df, out_dir, name, shown.get(name))
+               for name, df in tables.items()}
+    return {"out_dir": out_dir, "notes": notes, "tables": written, "figures": figures,
+            "bands": bands}
 
 
 def _check_writable(out_dir: Path) -> None:

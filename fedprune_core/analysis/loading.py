@@ -64,44 +64,34 @@ def resolve_results_dir(path: str | Path = "results") -> Path:
 
 
 def load_runs(results_dir: str | Path, exclude: tuple[str, ...] = ("analysis",)) -> RunTable:
-    """Load every finished run folder directly under `results_dir`.
+    """Load every finished run folder under `results_dir`: directly in it, or in a batch's
+    folder inside it (`results/<batch>/<run>`), named by its path from `results_dir`.
 
     A run folder has config.json and metrics.csv; other folders (analysis output, benchmarks,
-    batch folders) are ignored. A run without summary.json is unfinished (summary.json is written
+    a batch's logs) hold none. A run without summary.json is unfinished (summary.json is written
     last), and one whose files cannot be read is damaged: both are skipped with a warning naming
     them. Raises FileNotFoundError if no run is finished.
     """
     results_dir = Path(results_dir)
-    folders = []
     try:
-        entries = sorted(results_dir.iterdir()) if results_dir.is_dir() else []
-    except OSError as err:  # a folder this user cannot list
+        if not results_dir.is_dir():
+            raise FileNotFoundError(f"No finished runs: {results_dir.resolve()} is not a folder")
+        folders = _run_folders(results_dir, results_dir, exclude)
+    except PermissionError as err:  # a folder this user cannot list
         raise FileNotFoundError(f"results_dir: {results_dir} cannot be read ({err.strerror}); "
                                 f"expected a folder of run folders") from None
-    for p in entries:
-        try:
-            if not (p.is_dir() and p.name not in exclude and (p / "config.json").is_file()
-                    and (p / "metrics.csv").is_file()):
-                continue
-        except OSError:  # a folder this user cannot look into: not readable as a run
-            continue
-        if not _is_utf8(p.name):
-            warnings.warn(f"Skipping run {_display(p.name)} in {_display(str(results_dir))}: "
-                          f"its folder name is not UTF-8 text, which the tables cannot hold "
-                          f"(rename the folder)", stacklevel=2)
-            continue
-        folders.append(p)
-    unfinished = [p.name for p in folders if not (p / "summary.json").is_file()]
+    unfinished = [p for p in folders if not (p / "summary.json").is_file()]
     if unfinished:
         warnings.warn(f"Skipping {len(unfinished)} unfinished run(s) without summary.json in "
-                      f"{_display(str(results_dir))}: {', '.join(unfinished)}", stacklevel=2)
+                      f"{_display(str(results_dir))}: "
+                      f"{', '.join(_name(p, results_dir) for p in unfinished)}", stacklevel=2)
     loaded = []
-    for folder in (p for p in folders if p.name not in unfinished):
+    for folder in (p for p in folders if p not in unfinished):
         try:
-            loaded.append(_read_run(folder))
+            loaded.append(_read_run(folder, _name(folder, results_dir)))
         except _Unreadable as err:
-            warnings.warn(f"Skipping run {folder.name} in {_display(str(results_dir))}: {err}",
-                          stacklevel=2)
+            warnings.warn(f"Skipping run {_name(folder, results_dir)} in "
+                          f"{_display(str(results_dir))}: {err}", stacklevel=2)
     if not loaded:
         raise FileNotFoundError(f"No finished runs (folders with config.json, metrics.csv and "
                                 f"summary.json) in {_display(str(results_dir.resolve()))}")
@@ -120,7 +110,36 @@ def load_runs(results_dir: str | Path, exclude: tuple[str, ...] = ("analysis",))
                     _concat(frames["clients.csv"]), _concat(frames["partition.csv"]))
 
 
-def _read_run(folder: Path) -> tuple[dict, dict[str, pd.DataFrame | None]]:
+def _name(folder: Path, results_dir: Path) -> str:
+    """A run's name in the tables: its folder's path from results_dir ("batch/run")."""
+    return folder.relative_to(results_dir).as_posix()
+
+
+def _run_folders(root: Path, results_dir: Path, exclude: tuple[str, ...],
+                 depth: int = 2) -> list[Path]:
+    """Run folders in `root` and in folders below it, `depth` levels down at most (a batch's
+    runs are one level down); a run folder's own subfolders are not searched."""
+    found = []
+    for p in sorted(root.iterdir()):
+        try:
+            if not p.is_dir() or p.is_symlink() or p.name in exclude:
+                continue
+            if (p / "config.json").is_file() and (p / "metrics.csv").is_file():
+                if not _is_utf8(p.name):
+                    warnings.warn(f"Skipping run {_display(p.name)} in "
+                                  f"{_display(str(results_dir))}: its folder name is not UTF-8 "
+                                  f"text, which the tables cannot hold (rename the folder)",
+                                  stacklevel=3)
+                    continue
+                found.append(p)
+            elif depth > 0:
+                found += _run_folders(p, results_dir, exclude, depth - 1)
+        except OSError:  # a folder this user cannot look into: not readable as a run
+            continue
+    return found
+
+
+def _read_run(folder: Path, name: str) -> tuple[dict, dict[str, pd.DataFrame | None]]:
     """One run's summary row (summary.json numbers, key config fields, its experiment) and its
     CSV tables (None for one it did not write)."""
     config, summary = _read_json(folder / "config.json"), _read_json(folder / "summary.json")
@@ -129,11 +148,13 @@ def _read_run(folder: Path) -> tuple[dict, dict[str, pd.DataFrame | None]]:
         raise _Unreadable("config.json was changed after the run (its sha256 is not the one "
                           "summary.json recorded), so its parameters may not be the run's")
     _check_types(summary, config)
-    # The folder name is the identifier on disk, so it wins over summary's run_name;
+    # The folder's path is the identifier on disk, so it wins over summary's run_name;
     # a run without a label is its own method.
-    row = {"run_name": folder.name,
-           "label": summary.get("label") or config.get("label") or folder.name,
-           "seed": summary.get("seed", config.get("seed"))}
+    row = {"run_name": name,
+           "label": summary.get("label") or config.get("label") or name,
+           "seed": summary.get("seed", config.get("seed")),
+           # a label the user wrote is shown as written in legends (label_aliases)
+           "label_given": bool(config.get("label"))}
     row.update({k: v for k, v in summary.items()
                 if k not in row and k not in ("artifacts", "config_sha256")})
     row.update({k: config[k] for k in CONFIG_FIELDS if k in config})
@@ -275,3 +296,66 @@ def label_order(summaries: pd.DataFrame) -> list[str]:
     """Labels in order of first appearance, the FedAvg baseline first."""
     labels = list(dict.fromkeys(summaries["label"]))
     return sorted(labels, key=lambda label: label != BASELINE_LABEL)
+
+
+# ---------------------------------------------------------------- short labels for legends
+
+# Legends hold a short form of each label; the tables keep the full one. Words of the automatic
+# labels (config.method_label) and the parameter names split_experiments puts in a suffix,
+# each abbreviated where a reader still knows it at a glance.
+_WORDS = {"structured": "struct", "unstructured": "unstruct", "cost_weighted": "cw",
+          "adaptive": "adapt", "random": "rand", "masked-CE": "mCE"}
+_PARAMS = {"rounds": "R", "num_clients": "N", "clients_per_round": "K", "local_epochs": "E",
+           "batch_size": "B", "data_fraction": "data", "learning_rate": "lr",
+           "test_samples": "test", "pruning_ratio": "p", "sparsity_ratio": "s",
+           "classes_per_client": "C", "dirichlet_alpha": "alpha", "partition": "",
+           "dataset": "", "model": "", "eval_every": "eval/", "tail_rounds": "tail"}
+ALIAS_WIDTH = 42  # characters a legend line holds; a longer short label wraps onto two
+
+
+def short_label(label: str, given: bool = False, width: int = ALIAS_WIDTH) -> str:
+    """A legend's form of `label`: an automatic label's words and its "[name=value, ...]"
+    suffix abbreviated (`Hybrid(structured 0.4 adaptive + cost_weighted 0.95) [rounds=20,
+    num_clients=20]` -> `Hybrid(struct 0.4 adapt + cw 0.95) [R20 N20]`), a label the user
+    gave (`given`) kept as written, a "[run batch/name]" suffix down to the run's own name;
+    wrapped onto at most two lines of `width` characters, the rest cut with an ellipsis."""
+    import re
+    import textwrap
+
+    number = re.search(r" #(\d+)$", label)
+    base, _, suffix = label[:number.start() if number else None].partition(" [")
+    suffix = suffix[:-1] if suffix.endswith("]") else suffix
+    if not given:
+        for word, short in _WORDS.items():
+            base = re.sub(rf"(?<![\w-]){re.escape(word)}(?![\w-])", short, base)
+    if suffix.startswith("run "):
+        suffix = "run " + suffix[4:].rsplit("/", 1)[-1]
+    elif suffix:
+        parts = []
+        for item in suffix.split(", "):
+            name, eq, value = item.partition("=")
+            parts.append(f"{_PARAMS.get(name, name)}{'' if name in _PARAMS else '='}{value}"
+                         if eq else item)
+        suffix = " ".join(parts)
+    text = base + (f" [{suffix}]" if suffix else "") + (f" #{number[1]}" if number else "")
+    lines = textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)
+    if len(lines) > 2:
+        lines = [lines[0], lines[1][:width - 1].rstrip() + "…"]
+    return "\n".join(lines)
+
+
+def label_aliases(summaries: pd.DataFrame) -> dict[str, str]:
+    """{label: its short form for legends}, each distinct ("#2" added where two would
+    read the same). A label set by the user (config's `label`) is kept as written (wrapped)."""
+    given = (summaries.groupby("label")["label_given"].any().to_dict()
+             if "label_given" in summaries else {})
+    aliases, seen = {}, set()
+    for label in label_order(summaries):
+        alias = short_label(label, bool(given.get(label, False)))
+        candidate, n = alias, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{alias} #{n}"
+        seen.add(candidate)
+        aliases[label] = candidate
+    return aliases

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from scipy import stats
 
-from .loading import RunTable, label_order
+from .loading import BASELINE_LABEL, RunTable, label_aliases, label_order
 
 # Per-run numbers in the runs table; the ones after "seed" are also pooled over seeds per label.
 RUN_COLUMNS = ("run_name", "label", "seed", "rounds_completed", "tail_test_accuracy",
-               "final_test_accuracy", "best_test_accuracy", "best_round", "rounds_to_target", "total_uplink_mb",
-               "compression_x", "total_client_train_gflops", "flop_saving_pct", "wall_time_sec",
-               "simulated_time_sec")
+               "final_test_accuracy", "best_test_accuracy", "best_round", "rounds_to_target",
+               "total_uplink_mb", "compression_x", "compression_x_trained",
+               "total_client_train_gflops", "client_train_gflops_per_update", "flop_saving_pct",
+               "pruning_ratio_mean", "wall_time_sec", "simulated_time_sec")
 STAT_COLUMNS = RUN_COLUMNS[3:]
 
 
@@ -94,6 +96,9 @@ def method_table(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
             f"Rounds to {target_accuracy:g}%": _fmt_rounds(s.loc["rounds_to_target"]),
             "Uplink (MB)": _fmt(s, "total_uplink_mb", 2, ci=False),
             "Compression (×)": _fmt(s, "compression_x", 1, ci=False),
+            "Compression of trained (×)": _fmt(s, "compression_x_trained", 1, ci=False),
+            "Mean ratio": _fmt(s, "pruning_ratio_mean", 2, ci=False),
+            "Client GFLOP an update": _fmt(s, "client_train_gflops_per_update", 2, ci=False),
             "FLOP saving (%)": _fmt(s, "flop_saving_pct", 1, ci=False),
             "Wall time (s)": _fmt(s, "wall_time_sec", 1, ci=False),
         })
@@ -120,16 +125,18 @@ def _fmt_rounds(row: pd.Series) -> str:
     return f"{text} ({n}/{seeds})"
 
 
-def write_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Path]:
+def write_table(df: pd.DataFrame, out_dir: str | Path, name: str,
+                shown: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write `df` as <name>.csv, <name>.md and <name>.tex (booktabs) in out_dir; return the paths.
 
-    The CSV keeps full precision; Markdown and LaTeX show numbers as _display_frame formats them.
+    The CSV keeps full precision; Markdown and LaTeX show `shown` (default: `df`) with numbers
+    as _display_frame formats them.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     df.to_csv(paths["csv"], index=False)
-    shown = _display_frame(df)
+    shown = _display_frame(df if shown is None else shown)
     right = _is_numeric_column(shown)
     align = ["right" if r else "left" for r in right]
     # No number parsing: tabulate would otherwise turn a formatted "1.0" back into "1.00".
@@ -161,3 +168,83 @@ def _is_numeric_column(shown: pd.DataFrame) -> list[bool]:
     """Per column: does a cell start with a digit (a number, "93.00 ± 0.45")? Those align right."""
     return [bool(shown[c].str.match(r"\d").any()) for c in shown.columns]
 
+
+def width_table(runs: RunTable) -> pd.DataFrame:
+    """Per method and deployed width (summary.json's `widths`, run/widths.py): the tail
+    accuracy (mean ± 95% CI over seeds), the width's kept fraction and training MFLOP a sample;
+    the full width the server holds first. Empty when no run evaluated its widths."""
+    rows = []
+    for label in label_order(runs.summaries):
+        group = runs.summaries[runs.summaries.label == label]
+        entries = [w for ws in group.get("widths", pd.Series(dtype=object)).dropna()
+                   if isinstance(ws, list) for w in ws]
+        by_ratio: dict = {}
+        for w in entries:
+            by_ratio.setdefault(round(w["ratio"], 4), []).append(w)
+        for ratio in sorted(by_ratio):
+            ws = by_ratio[ratio]
+            mean, half, n = mean_ci([w["tail_test_accuracy"] for w in ws])
+            rows.append({"Method": label,
+                         "Width": "full (server)" if ratio == 0 else f"ratio {ratio:.2f}",
+                         "Kept fraction": f"{ws[0]['width']:.2f}",
+                         "MFLOP a sample": f"{ws[0]['train_flops_per_sample'] / 1e6:.2f}",
+                         "Tail acc. (%)": (f"{mean:.2f}" if np.isnan(half)
+                                           else f"{mean:.2f} ± {half:.2f}"),
+                         "Seeds": n})
+    return pd.DataFrame(rows, columns=["Method", "Width", "Kept fraction", "MFLOP a sample",
+                                       "Tail acc. (%)", "Seeds"])
+
+
+
+# The runs table as printed (runs.md, .tex, the report): a header with its unit for each of
+# RUN_COLUMNS, numbers rounded as a reader compares them; runs.csv keeps names and digits.
+RUN_HEADERS = {"run_name": ("Run", None), "label": ("Method", None), "seed": ("Seed", 0),
+               "rounds_completed": ("Rounds", 0), "tail_test_accuracy": ("Tail acc. (%)", 2),
+               "final_test_accuracy": ("Final acc. (%)", 2),
+               "best_test_accuracy": ("Best acc. (%)", 2), "best_round": ("Best round", 0),
+               "rounds_to_target": ("Rounds to target", 0),
+               "total_uplink_mb": ("Uplink (MB)", 2), "compression_x": ("Compr. (×)", 1),
+               "compression_x_trained": ("Compr. of trained (×)", 1),
+               "total_client_train_gflops": ("Client GFLOP", 0),
+               "client_train_gflops_per_update": ("GFLOP an update", 2),
+               "flop_saving_pct": ("FLOP saving (%)", 1),
+               "pruning_ratio_mean": ("Mean ratio", 2), "wall_time_sec": ("Wall (s)", 0),
+               "simulated_time_sec": ("Simulated (s)", 0)}
+
+
+def runs_display(table: pd.DataFrame) -> pd.DataFrame:
+    """run_table as printed: RUN_HEADERS' names, each number with its digits, '–' if missing."""
+    shown = pd.DataFrame(index=table.index)
+    for column in table.columns:
+        header, digits = RUN_HEADERS.get(column, (column, 2))
+        values = table[column]
+        if digits is None or not pd.api.types.is_numeric_dtype(values):
+            shown[header] = values.astype(object).where(values.notna(), "–").astype(str)
+        else:
+            shown[header] = ["–" if pd.isna(v) else f"{float(v):,.{digits}f}" for v in values]
+    return shown.reset_index(drop=True)
+
+
+_COLOUR_NAMES = ("blue", "orange", "green", "red", "violet", "tan", "pink", "grey", "yellow",
+                 "light blue")  # seaborn's colour-blind palette, in its order
+_MARKER_NAMES = {"o": "circle", "s": "square", "^": "triangle up", "D": "diamond",
+                 "v": "triangle down", "P": "plus", "X": "cross", "*": "star",
+                 "<": "triangle left", ">": "triangle right", "h": "hexagon", "p": "pentagon"}
+_LINE_NAMES = {"-": "solid", "--": "dashed", "-.": "dash-dot", ":": "dotted"}
+
+
+def legend_table(runs: RunTable, baseline: str = BASELINE_LABEL) -> pd.DataFrame:
+    """The figures' legend key: per method its short label, its style (a grey-scale print
+    still tells the markers apart), its full label as the tables write it, and its seeds."""
+    from .figures import method_styles
+
+    labels = label_order(runs.summaries)
+    styles, aliases = method_styles(labels, baseline), label_aliases(runs.summaries)
+    palette = {tuple(c): name for c, name in zip(sns.color_palette("colorblind", 10),
+                                                 _COLOUR_NAMES)}
+    seeds = runs.summaries.groupby("label")["seed"].nunique()
+    return pd.DataFrame([{
+        "Legend": aliases[k].replace("\n", " "),
+        "Style": f"{palette.get(tuple(styles[k].color), 'colour')} "
+                 f"{_MARKER_NAMES[styles[k].marker]}, {_LINE_NAMES[styles[k].linestyle]}",
+        "Method (full label)": k, "Seeds": int(seeds.get(k, 0))} for k in labels])

@@ -20,7 +20,7 @@ from ..methods.compress.base import Compressed
 from ..models.net import flat_params, model_from_flat
 from ..rng import torch_generator
 from . import wire
-from .plan import Plan
+from .plan import Plan, output_classes, with_classes
 from .state import ClientState
 from .training import DivergenceError, train
 
@@ -62,6 +62,7 @@ class Trained:
     values: torch.Tensor  # trained values at plan.coords
     loss: float  # mean training loss over the client's steps
     seconds: float  # wall time of this client's training (its share, in a cohort)
+    flops: int  # training FLOPs of the steps taken (at each step's width)
 
 
 def local_update(setup, slot, round_idx: int, broadcast: bytes, planner,
@@ -78,11 +79,15 @@ def prepare(setup, slot, round_idx: int, broadcast: bytes, planner,
     start = time.perf_counter()
     received = wire.decode(broadcast, planner, slot.data.images.device)
     plan = received.plan if setup.extractor.kind != "unstructured" else planner.plan(state.ratio)
+    values = received.values
+    if setup.training.masked_ce:  # the client trains and sends only its own classes' outputs
+        plan = with_classes(setup.layout, plan, torch.unique(slot.data.labels))
+        values = values[torch.searchsorted(received.coords, plan.coords)]
     masks = None
     if plan.kind == "unstructured":
         masks = [plan.masks[s.name] for s in setup.layout]
     generator = torch_generator(setup.seed, "batches", round_idx, slot.client_id)
-    return Prepared(slot, round_idx, plan, received.values, masks, generator, state,
+    return Prepared(slot, round_idx, plan, values, masks, generator, state,
                     time.perf_counter() - start)
 
 
@@ -91,16 +96,21 @@ def train_one(setup, prepared: Prepared) -> Trained:
     start = time.perf_counter()
     plan, values = prepared.plan, prepared.start
     model = model_from_flat(plan.spec, values, values.device)
+    method = setup.local_method
+    widths_rng = torch_generator(setup.seed, "widths", prepared.round_idx,
+                                 prepared.slot.client_id)
     try:
-        loss = train(model, prepared.slot.data, setup.info, setup.training, prepared.generator,
-                     prepared.masks)
+        loss, flops = train(model, prepared.slot.data, setup.info, setup.training,
+                            prepared.generator, prepared.masks, scales=method.scales(plan),
+                            widths=method.widths(plan, widths_rng), distill=method.distill,
+                            classes=output_classes(plan))
     except DivergenceError as err:
         raise diverged(setup, prepared.round_idx,
                        f"client {prepared.slot.client_id}: {err}") from None
     local = flat_params(model)
     if plan.kind != "structured":  # the sub-model's flatten order is the plan's coords order
         local = local[plan.coords]
-    return Trained(local, loss, time.perf_counter() - start)
+    return Trained(local, loss, time.perf_counter() - start, flops)
 
 
 def diverged(setup, round_idx: int, what) -> DivergenceError:
@@ -127,8 +137,7 @@ def finish(setup, prepared: Prepared, trained: Trained) -> tuple[ClientResult, C
     seconds = prepared.seconds + trained.seconds + time.perf_counter() - start
     return ClientResult(
         client_id=slot.client_id, message=message, plan=plan, num_samples=len(slot.data),
-        sent=len(out.values), train_loss=trained.loss,
-        train_flops=plan.spec.train_flops_per_sample() * samples,
+        sent=len(out.values), train_loss=trained.loss, train_flops=trained.flops,
         dense_train_flops=setup.layout.spec.train_flops_per_sample() * samples,
         update_time_sec=seconds, train_time_sec=trained.seconds), state
 

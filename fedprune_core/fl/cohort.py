@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,10 @@ from torch.func import functional_call, grad_and_value, vmap
 from ..data.catalog import DatasetInfo
 from ..data.loading import TensorDataset, normalize
 from ..models.net import TableNet
+from ..rng import torch_generator
 from .client import Prepared, Trained, diverged
-from .training import DivergenceError
+from .plan import output_classes
+from .training import DivergenceError, _flops_per_sample
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class CohortJob:
     mask: full-size float mask, 1 = trainable, 0 = held at zero; None = everything trains.
     data: the client's samples; generator: its batch-order stream (advanced as `train` does).
     name: how a divergence names the job (default: its index).
+    The width methods' hooks, as `training.train` takes them (methods/train):
+    scales: a divisor per group while training (HeteroFL's scaler), or None;
+    widths: each step's nested widths per group, called once a step (FjORD), or None;
+    classes: the classes of the client's loss (masked cross-entropy), or None for all;
+    flops_per_sample: training FLOPs of a sample at the given widths (None: the whole model).
     """
 
     init: torch.Tensor
@@ -59,6 +66,10 @@ class CohortJob:
     data: TensorDataset
     generator: torch.Generator
     name: str = ""
+    scales: Optional[list[float]] = None
+    widths: Optional[Callable[[], list[int]]] = None
+    classes: Optional[torch.Tensor] = None
+    flops_per_sample: Optional[Callable[[Optional[list[int]]], int]] = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +96,12 @@ def train_prepared(setup, prepared: list[Prepared]) -> list[Trained]:
     template = _template(setup.layout.spec)
     try:
         out = train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, hp.batch_size,
-                           setup.info)
+                           setup.info, distill=setup.local_method.distill)
     except DivergenceError as err:
         raise diverged(setup, prepared[0].round_idx, err) from None
     share = (time.perf_counter() - start) / len(prepared)
-    return [Trained(flat[p.plan.coords], loss, share) for p, (flat, loss) in zip(prepared, out)]
+    return [Trained(flat[p.plan.coords], loss, share, flops)
+            for p, (flat, loss, flops) in zip(prepared, out)]
 
 
 def _job(setup, p: Prepared) -> CohortJob:
@@ -97,13 +109,18 @@ def _job(setup, p: Prepared) -> CohortJob:
     model with zeros outside plan.coords, held there by its mask; an unstructured client is
     masked by its plan's masks; a dense one has no mask."""
     name = f"client {p.slot.client_id}"
-    if p.plan.kind == "structured":
+    method, plan = setup.local_method, p.plan
+    hooks = dict(scales=method.scales(plan),
+                 widths=method.widths(plan, torch_generator(setup.seed, "widths", p.round_idx,
+                                                            p.slot.client_id)),
+                 classes=output_classes(plan), flops_per_sample=_flops_per_sample(plan.spec))
+    if plan.kind == "structured":
         init = torch.zeros(setup.layout.size, device=p.start.device)
         mask = torch.zeros(setup.layout.size, device=p.start.device)
-        init[p.plan.coords], mask[p.plan.coords] = p.start, 1.0
-        return CohortJob(init, mask, p.slot.data, p.generator, name)
+        init[plan.coords], mask[plan.coords] = p.start, 1.0
+        return CohortJob(init, mask, p.slot.data, p.generator, name, **hooks)
     mask = None if p.masks is None else torch.cat([m.flatten() for m in p.masks])
-    return CohortJob(p.start, mask, p.slot.data, p.generator, name)
+    return CohortJob(p.start, mask, p.slot.data, p.generator, name, **hooks)
 
 
 def _template(spec) -> torch.nn.Module:
@@ -114,8 +131,8 @@ def _template(spec) -> torch.nn.Module:
 
 
 def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, momentum: float,
-                 local_epochs: int, batch_size: int,
-                 info: DatasetInfo) -> list[tuple[torch.Tensor, float]]:
+                 local_epochs: int, batch_size: int, info: DatasetInfo,
+                 distill: bool = False) -> list[tuple[torch.Tensor, float, int]]:
     """Local SGD of every job at once, equivalent to `training.train` on each job separately.
 
     Args:
@@ -124,16 +141,19 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
         jobs: the clients to train; their data lives on the device of their `init` vectors.
         lr, momentum, local_epochs, batch_size: as in `ExperimentConfig`.
         info: the dataset's normalisation.
+        distill: FjORD's self-distillation (a job's steps with drawn widths).
 
     Returns:
-        Per job, in order: the trained full-size flat vector and the mean loss over its steps.
+        Per job, in order: the trained full-size flat vector, the mean loss over its steps and
+        its training FLOPs.
 
     Raises:
         DivergenceError: a job's loss became NaN or infinite (checked once, at the end: a
             diverged client's NaNs stay in its own slice of the stack).
 
     Memory: the cohort's samples are concatenated once (uint8); one padded batch of all
-    clients is normalised and run at a time.
+    clients is normalised and run at a time. A job's narrower widths (FjORD) are unit masks
+    over the full width (vmap cannot slice per client), its classes an additive mask.
     """
     if not jobs:
         return []
@@ -146,19 +166,70 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
     params = torch.stack([job.init.to(device, torch.float32) for job in jobs])
     if mask is not None:
         params.mul_(mask)
-    step_fn = vmap(grad_and_value(_weighted_loss(template)))
+    extras = _Extras(template.spec, jobs, info.num_classes, device)
+    step_fn = vmap(grad_and_value(_weighted_loss(template, distill), has_aux=True),
+                   in_dims=(0, 0, 0, 0, *extras.in_dims))
     template.train()
     buf, total = None, torch.zeros(len(jobs), device=device)
+    flops = [0] * len(jobs)
     for t in range(len(schedule.active)):
         index, weight = schedule.index[t], schedule.weight[t]
-        x = normalize(images[index.flatten()], info).reshape(*index.shape, *images.shape[1:])
-        grads, loss = step_fn(_unflatten(params, names, shapes), x, labels[index], weight)
-        grad = torch.cat([grads[n].flatten(1) for n in names], dim=1)
         active = schedule.active[t]
+        x = normalize(images[index.flatten()], info).reshape(*index.shape, *images.shape[1:])
+        unit_masks = extras.step(active, weight, flops, distill)
+        grads, (_, loss) = step_fn(_unflatten(params, names, shapes), x, labels[index], weight,
+                                   extras.scales, unit_masks, extras.class_bias)
+        grad = torch.cat([grads[n].flatten(1) for n in names], dim=1)
         params, buf = _sgd_step(params, grad, buf, mask, active[:, None], lr, momentum)
         total += torch.where(active, loss, 0.0)
-    return _results(params, total, schedule.steps,
-                    [job.name or f"job {k}" for k, job in enumerate(jobs)])
+    return [(p, loss, f) for (p, loss), f in zip(
+        _results(params, total, schedule.steps,
+                 [job.name or f"job {k}" for k, job in enumerate(jobs)]), flops)]
+
+
+class _Extras:
+    """The width methods' per-client inputs of a step, stacked for vmap (None where no job
+    uses one): scales [clients, groups], unit masks [clients, width] per group, and an additive
+    class mask [clients, classes] (0 for a client's classes, a large negative value else)."""
+
+    def __init__(self, spec, jobs: list[CohortJob], num_classes: int, device):
+        self.jobs, self.device, self.groups = jobs, device, spec.groups
+        self.full = [spec.widths[g] for g in self.groups]
+        self.scales = None
+        if any(j.scales is not None for j in jobs):
+            self.scales = torch.tensor([j.scales or [1.0] * len(self.groups) for j in jobs],
+                                       device=device)
+        self.class_bias = None
+        if any(j.classes is not None for j in jobs):
+            self.class_bias = torch.zeros(len(jobs), num_classes, device=device)
+            for k, j in enumerate(jobs):
+                if j.classes is not None:
+                    absent = torch.ones(num_classes, dtype=torch.bool, device=device)
+                    absent[j.classes.to(device)] = False
+                    self.class_bias[k, absent] = -1e9
+        self.nested = any(j.widths is not None for j in jobs)
+        self.in_dims = (0 if self.scales is not None else None, 0 if self.nested else None,
+                        0 if self.class_bias is not None else None)
+
+    def step(self, active: torch.Tensor, weight: torch.Tensor, flops: list[int],
+             distill: bool) -> Optional[list[torch.Tensor]]:
+        """This step's unit masks (drawing each active job's widths, in `train`'s order) and
+        each job's FLOPs of the step added to `flops`."""
+        samples = weight.sum(1).tolist()
+        widths = []
+        for k, job in enumerate(self.jobs):
+            drawn = job.widths() if (job.widths is not None and bool(active[k])) else None
+            widths.append(drawn)
+            if bool(active[k]) and job.flops_per_sample is not None:
+                teacher = distill and drawn is not None
+                flops[k] += int(samples[k]) * (job.flops_per_sample(drawn)
+                                               + (job.flops_per_sample(None) if teacher else 0))
+        if not self.nested:
+            return None
+        return [torch.stack([(torch.arange(full, device=self.device)
+                              < (w[i] if w is not None else full)).to(torch.float32)
+                             for w in widths])
+                for i, full in enumerate(self.full)]
 
 
 def _parameter_spec(template: torch.nn.Module, size: int) -> tuple[list[str], list[tuple]]:
@@ -176,14 +247,30 @@ def _unflatten(params: torch.Tensor, names: list[str],
     return {n: p.view(len(params), *s) for n, p, s in zip(names, pieces, shapes)}
 
 
-def _weighted_loss(template: torch.nn.Module):
+def _weighted_loss(template: torch.nn.Module, distill: bool):
     """One client's loss: cross entropy averaged over the real samples of its padded batch
-    (a client sitting out a step has no real samples, a zero loss and a zero gradient)."""
-    def loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             weight: torch.Tensor) -> torch.Tensor:
-        per_sample = F.cross_entropy(functional_call(template, params, (x,)), y,
-                                     reduction="none")
+    (a client sitting out a step has no real samples, a zero loss and a zero gradient), with
+    the width methods' inputs; returns (the loss to differentiate, the loss to report). With
+    `distill`, the whole sub-model's loss on the labels plus the masked (narrower) model's on
+    the whole model's predictions, whose gradient is the sum `train` accumulates."""
+    def mean(per_sample: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
+
+    def loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             weight: torch.Tensor, scales, unit_masks, class_bias):
+        def logits(masks):
+            out = functional_call(template, params, (x,),
+                                  {"scales": scales, "unit_masks": masks})
+            return out if class_bias is None else out + class_bias
+        if distill and unit_masks is not None:
+            teacher = logits(None)
+            teacher_loss = mean(F.cross_entropy(teacher, y, reduction="none"), weight)
+            targets = teacher.detach().softmax(1)
+            student = mean(F.cross_entropy(logits(unit_masks), targets, reduction="none"),
+                           weight)
+            return teacher_loss + student, student
+        value = mean(F.cross_entropy(logits(unit_masks), y, reduction="none"), weight)
+        return value, value
     return loss
 
 

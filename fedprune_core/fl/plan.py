@@ -27,7 +27,8 @@ class Plan:
     segments: list[int]  # how many coords fall in each tensor, layout order
     keep: Optional[dict[str, torch.Tensor]] = None  # structured: kept unit indices per group
     masks: Optional[dict[str, torch.Tensor]] = None  # unstructured: float masks, global shapes
-    full_widths: Optional[dict[str, int]] = None  # structured: the global model's widths
+    full_widths: Optional[dict[str, int]] = None  # structured: the global model's widths of
+    # the layers in `keep` (every group, and the output layer when it keeps only some classes)
 
 
 def kept_units(width: int, ratio: float, multiple: int = 1) -> int:
@@ -49,6 +50,7 @@ def structured_plan(layout: ParamLayout, keep: dict[str, torch.Tensor], ratio: f
     kept-unit lists on the wire)."""
     spec = layout.spec
     sub = spec.with_widths({g: len(idx) for g, idx in keep.items()})
+    full_widths = {layer.name: layer.width for layer in spec.layers if layer.name in keep}
     index_of = {layer.name: i for i, layer in enumerate(spec.layers)}
     coords, segments = [], []
     for s in layout:
@@ -56,7 +58,23 @@ def structured_plan(layout: ParamLayout, keep: dict[str, torch.Tensor], ratio: f
         coords.append(local + s.offset)
         segments.append(len(local))
     return Plan("structured", ratio, sub, torch.cat(coords), segments, keep=keep,
-                full_widths=spec.widths)
+                full_widths=full_widths)
+
+
+def with_classes(layout: ParamLayout, plan: Plan, classes: torch.Tensor) -> Plan:
+    """A structured plan whose output layer keeps only `classes` (sorted): the client's loss is
+    over its own classes and it trains and sends only their outputs (HeteroFL's masked
+    cross-entropy), which the server then averages over the clients that have each class."""
+    if plan.kind != "structured":
+        raise ValueError("masked cross-entropy needs a structured plan")
+    out = layout.spec.layers[-1].name
+    keep = {**plan.keep, out: torch.sort(classes.to(plan.coords.device))[0]}
+    return structured_plan(layout, keep, plan.ratio)
+
+
+def output_classes(plan: Plan) -> Optional[torch.Tensor]:
+    """The classes a plan's output layer keeps (None: all of them)."""
+    return None if plan.keep is None else plan.keep.get(plan.spec.layers[-1].name)
 
 
 def _sub_tensor_positions(s: ParamSpec, index: int, keep: dict[str, torch.Tensor],

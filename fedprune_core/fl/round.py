@@ -27,6 +27,8 @@ from ..methods.aggregate.base import Aggregator
 from ..methods.compress.base import Compressor
 from ..methods.extract.base import Extractor
 from ..methods.ratio.base import RatioPolicy
+from ..methods.train.base import LocalMethod
+from ..methods.train.sgd import PlainSGD
 from ..models.net import ParamLayout
 from . import wire
 from .client import ClientResult, finish, local_update, prepare
@@ -55,6 +57,7 @@ class RoundSetup:
     error_feedback: bool
     seed: int
     deadline: float  # simulated seconds, for the ratio policy
+    local_method: LocalMethod = PlainSGD()  # how a client trains its sub-model (methods/train)
     engine: str = "parallel"  # local training: one of ENGINES
     workers: int = 1  # threads of the parallel engine (and of evaluation), one torch thread each
 
@@ -95,30 +98,36 @@ UpdateSource = Callable[[ServerState, Cohort, RoundSetup, object],
 
 
 def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
-              updates: Optional[UpdateSource] = None) -> tuple[ServerState, list[dict]]:
+              updates: Optional[UpdateSource] = None,
+              on_client: Optional[Callable[[dict], None]] = None
+              ) -> tuple[ServerState, list[dict]]:
     """The next state and one diagnostics row per client of the cohort.
 
     `updates(state, cohort, setup, planner)` yields each client's update in cohort order; by
     default `client_updates` (the simulation's engines). Another runtime (a deployment whose
-    clients train on their own machines) passes its own and shares every other step."""
+    clients train on their own machines) passes its own and shares every other step.
+    `on_client(row)` is told of each client's row as it arrives (progress within a round)."""
     # the parallel engine: the whole round on one torch thread in every thread, so its numbers
     # are the sequential engine's on one thread, whatever the core count (fl/threads.py)
     with torch_threads(1 if setup.engine == "parallel" else 0):
-        return _run_round(state, cohort, setup, updates or client_updates)
+        return _run_round(state, cohort, setup, updates or client_updates,
+                          on_client or (lambda row: None))
 
 
 def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
-               updates: UpdateSource) -> tuple[ServerState, list[dict]]:
+               updates: UpdateSource, on_client) -> tuple[ServerState, list[dict]]:
     r, layout = cohort.round, setup.layout
     planner = setup.extractor.for_round(layout, state.params, r)
     changed, messages, rows = {}, [], []
     for update in updates(state, cohort, setup, planner):
         if isinstance(update, Missing):
             rows.append(_missing_row(r, update))
+            on_client(rows[-1])
             continue
         slot, down, result, client = update
         simulated = slot.profile.time(result.train_flops, down, len(result.message))
         rows.append(_client_row(r, slot, client.ratio, result, down, simulated, layout))
+        on_client(rows[-1])
         changed[slot.client_id] = ClientState(
             setup.ratio_policy.next(client.ratio, simulated, setup.deadline), client.residual)
         messages.append(result.message)
@@ -141,13 +150,14 @@ def client_updates(state: ServerState, cohort: Cohort, setup: RoundSetup,
     return engine(state, cohort, setup, planner)
 
 
-def _broadcaster(state: ServerState, setup: RoundSetup, planner) -> Callable[[float], bytes]:
-    """The global model as sent to a client of a given ratio: its structured sub-model, or
-    all of it."""
+def _broadcaster(state: ServerState, setup: RoundSetup,
+                 planner) -> Callable[[int, float], bytes]:
+    """The global model as sent to a client (id, ratio): its structured sub-model, or all of
+    it."""
     dense = full_plan(setup.layout, state.params.device)
 
-    def broadcast(ratio: float) -> bytes:
-        plan = planner.plan(ratio) if setup.extractor.kind == "structured" else dense
+    def broadcast(client_id: int, ratio: float) -> bytes:
+        plan = planner.plan(ratio, client_id) if setup.extractor.kind == "structured" else dense
         return wire.encode(plan, 0, 0, state.params[plan.coords])
     return broadcast
 
@@ -158,7 +168,7 @@ def _sequential(state: ServerState, cohort: Cohort, setup: RoundSetup,
     broadcast = _broadcaster(state, setup, planner)
     for slot in cohort.clients:
         client = state.clients[slot.client_id]
-        down = broadcast(client.ratio)
+        down = broadcast(slot.client_id, client.ratio)
         result, client = local_update(setup, slot, cohort.round, down, planner, client)
         yield slot, len(down), result, client
 
@@ -176,7 +186,7 @@ def _parallel(state: ServerState, cohort: Cohort, setup: RoundSetup,
     try:
         for slot in cohort.clients:
             client = state.clients[slot.client_id]  # the store is read from this thread only
-            down = broadcast(client.ratio)
+            down = broadcast(slot.client_id, client.ratio)
             window.append((slot, len(down), pool.submit(local_update, setup, slot, cohort.round,
                                                         down, planner, client)))
             if len(window) >= 2 * workers:
@@ -200,7 +210,7 @@ def _cohort(state: ServerState, cohort: Cohort, setup: RoundSetup,
     prepared, down_bytes = [], []
     for slot in cohort.clients:
         client = state.clients[slot.client_id]
-        down = broadcast(client.ratio)
+        down = broadcast(slot.client_id, client.ratio)
         down_bytes.append(len(down))
         prepared.append(prepare(setup, slot, cohort.round, down, planner, client))
     for p, down, trained in zip(prepared, down_bytes, train_prepared(setup, prepared)):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,24 +25,43 @@ class LocalTraining:
     momentum: float = 0.0
     local_epochs: int = 2
     batch_size: int = 64
+    masked_ce: bool = False  # HeteroFL's masked cross-entropy: the loss over own classes only
 
 
 def train(model: torch.nn.Module, data: TensorDataset, info: DatasetInfo, hp: LocalTraining,
-          generator: torch.Generator, masks: Optional[list[torch.Tensor]] = None) -> float:
-    """Local SGD; masked weights stay zero (weights and gradients masked every step).
-    Returns the mean training loss over all steps."""
+          generator: torch.Generator, masks: Optional[list[torch.Tensor]] = None, *,
+          scales: Optional[list[float]] = None, widths: Optional[Callable[[], list[int]]] = None,
+          distill: bool = False, classes: Optional[torch.Tensor] = None) -> tuple[float, int]:
+    """Local SGD of a TableNet; masked weights stay zero (weights and gradients masked every
+    step). The width methods' hooks (methods/train): `scales` divide each group's output while
+    training; `widths()` gives each step's nested widths; with `distill` each such step first
+    trains the whole model on the labels and the narrower one on its predictions. `classes`
+    (masked cross-entropy): the model's outputs are these classes, in this order, and the
+    client's labels are mapped onto them.
+
+    Returns (the mean training loss over all steps, the training FLOPs of the steps taken)."""
     opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum)
     params = list(model.parameters())
     if masks is not None:
         _apply(params, masks)
-    total, steps = torch.zeros((), device=data.images.device), 0
+    labels = data.labels if classes is None else _local_labels(data.labels, classes, info)
+    flops_per_sample = _flops_per_sample(model.spec)
+    total, steps, flops = torch.zeros((), device=data.images.device), 0, 0
     model.train()
     for _ in range(hp.local_epochs):
         order = torch.randperm(len(data), generator=generator).to(data.images.device)
         for batch in order.split(hp.batch_size):
-            loss = F.cross_entropy(model(normalize(data.images[batch], info)), data.labels[batch])
+            x, y = normalize(data.images[batch], info), labels[batch]
+            step = widths() if widths is not None else None
             opt.zero_grad(set_to_none=True)
+            if step is not None and distill:  # the whole model teaches the drawn width
+                teacher = model(x, scales)
+                F.cross_entropy(teacher, y).backward()
+                y = teacher.detach().softmax(1)
+                flops += len(batch) * flops_per_sample(None)
+            loss = F.cross_entropy(model(x, scales, step), y)
             loss.backward()
+            flops += len(batch) * flops_per_sample(step)
             if masks is not None:
                 for p, m in zip(params, masks):
                     p.grad.mul_(m)
@@ -52,7 +72,24 @@ def train(model: torch.nn.Module, data: TensorDataset, info: DatasetInfo, hp: Lo
             steps += 1
         if not torch.isfinite(total):  # one sync per epoch, not per step
             raise DivergenceError(f"training loss became {total.item()}")
-    return total.item() / max(steps, 1)
+    return total.item() / max(steps, 1), flops
+
+
+def _flops_per_sample(spec) -> Callable[[Optional[list[int]]], int]:
+    """Training FLOPs of one sample at the given nested widths (None: the whole model)."""
+    @functools.lru_cache(maxsize=None)
+    def at(widths: Optional[tuple[int, ...]]) -> int:
+        narrowed = spec if widths is None else spec.with_widths(dict(zip(spec.groups, widths)))
+        return narrowed.train_flops_per_sample()
+    return lambda widths: at(None if widths is None else tuple(widths))
+
+
+def _local_labels(labels: torch.Tensor, classes: torch.Tensor, info: DatasetInfo
+                  ) -> torch.Tensor:
+    """A client's labels as positions in `classes` (its model's outputs)."""
+    position = torch.full((info.num_classes,), -1, dtype=torch.int64, device=labels.device)
+    position[classes.to(labels.device)] = torch.arange(len(classes), device=labels.device)
+    return position[labels]
 
 
 def _apply(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:

@@ -3,9 +3,10 @@
 A message carries one client's (possibly sparse, possibly quantised) values over the
 coordinates of its plan. Layout (little endian):
 
-    header   magic b"FPS1", kind u8 (plan kind | value codec << 2), client u32, samples u32,
-             ratio f64
-    plan     structured only: the kept units of each group, as an index set
+    header   magic b"FPS1", kind u8 (plan kind | value codec << 2 | classes << 7), client u32,
+             samples u32, ratio f64
+    plan     structured only: the kept units of each group, as an index set; then, with the
+             classes bit (masked cross-entropy), the output layer's kept classes
     tensors  per tensor of the plan: an index set over the tensor's trained coordinates, then
              the values, encoded by the compression method's codec (float32 by default)
 
@@ -26,12 +27,13 @@ import torch
 
 from ..methods.compress.base import Compressor
 from ..methods.extract.base import Planner
-from .plan import Plan, full_plan, structured_plan
+from .plan import Plan, full_plan, output_classes, structured_plan
 
 MAGIC = b"FPS1"
 _HEADER = struct.Struct("<4sBIId")
 _INDEX_HEAD = struct.Struct("<BI")
 KINDS = ("none", "structured", "unstructured")
+_CLASSES_BIT = 7  # of the kind byte: the plan's output layer keeps only some classes
 FLOAT32 = Compressor()  # the dense float32 codec (broadcasts, uncompressed updates)
 
 
@@ -78,9 +80,10 @@ def encode(plan: Plan, client_id: int, num_samples: int, values: torch.Tensor,
            codec: int = 0) -> bytes:
     """Encode values at `positions` (sorted, within plan.coords; None = all of them); a
     compression method's own per-tensor value bytes replace the float32 values."""
-    kind = KINDS.index(plan.kind) | (codec << 2)
+    classes = output_classes(plan) is not None
+    kind = KINDS.index(plan.kind) | (codec << 2) | (classes << _CLASSES_BIT)
     parts = [_HEADER.pack(MAGIC, kind, client_id, num_samples, plan.ratio)]
-    if plan.kind == "structured":
+    if plan.kind == "structured":  # the groups' kept units, then the output layer's classes
         for group, width in plan.full_widths.items():
             parts.append(_encode_index_set(plan.keep[group].cpu().numpy(), width))
     vals = values.detach().to("cpu", torch.float32).numpy()
@@ -104,11 +107,13 @@ class Decoded:
     values: torch.Tensor
 
 
-def _read_plan(buf: memoryview, kind: str, ratio: float, planner: Planner) -> tuple[Plan, int]:
+def _read_plan(buf: memoryview, kind: str, ratio: float, planner: Planner,
+               classes: bool) -> tuple[Plan, int]:
     at = _HEADER.size
     if kind == "structured":
-        keep = {}
-        for group, width in planner.layout.spec.widths.items():
+        keep, spec = {}, planner.layout.spec
+        widths = {**spec.widths, **({spec.layers[-1].name: spec.num_classes} if classes else {})}
+        for group, width in widths.items():
             idx, at = _decode_index_set(buf, at, width)
             keep[group] = (torch.arange(width) if idx is None
                            else torch.as_tensor(idx)).to(planner.device)
@@ -124,13 +129,13 @@ def decode(message: bytes, planner: Planner, device="cpu",
     compression method's codec."""
     buf = memoryview(message)
     magic, kind_byte, client_id, num_samples, ratio = _HEADER.unpack_from(buf, 0)
-    kind, codec = kind_byte & 3, kind_byte >> 2
+    kind, codec, classes = kind_byte & 3, (kind_byte >> 2) & 31, bool(kind_byte >> _CLASSES_BIT)
     if magic != MAGIC or kind >= len(KINDS):
         raise WireError("not a FedPrune-Sparse update message")
     if codec != compressor.codec:
         raise WireError(f"values encoded with codec {codec}, this run decodes codec "
                         f"{compressor.codec}")
-    plan, at = _read_plan(buf, KINDS[kind], ratio, planner)
+    plan, at = _read_plan(buf, KINDS[kind], ratio, planner, classes)
     if plan.kind != KINDS[kind]:
         raise WireError(f"a {KINDS[kind]} update does not fit this run ({plan.kind})")
     coords_np = plan.coords.cpu().numpy()

@@ -1,4 +1,4 @@
-"""The method registry: four kinds of method, each registered by name.
+"""The method registry: five kinds of method, each registered by name.
 
 A method is a frozen dataclass whose fields are its hyper-parameters, named exactly as in
 ExperimentConfig; `build` hands it those fields and nothing else of the configuration. Every
@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-KINDS = ("extract", "compress", "aggregate", "ratio")
+KINDS = ("extract", "compress", "aggregate", "ratio", "train")
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 _loaded = False
 

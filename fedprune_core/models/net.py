@@ -17,7 +17,17 @@ from .table import ModelSpec, ParamSpec
 class TableNet(nn.Module):
     """The network a ModelSpec describes: conv (same padding) -> max-pool -> ReLU blocks, then
     linear layers with ReLU between them. Layers are attributes named as in the table, so
-    parameter names read `conv1.weight`, ..."""
+    parameter names read `conv1.weight`, ...
+
+    `forward` takes three optional per-group inputs of the width methods (methods/train), one
+    value per prunable group in table order:
+    - `scales`: while training, each group's output is divided by its value (HeteroFL's
+      scaler, Diao et al. 2021); in eval mode they are ignored, as HeteroFL evaluates;
+    - `widths`: only the first `widths[g]` units of each group run (FjORD's ordered dropout,
+      Horvath et al. 2021): the weights are sliced, so a narrower step costs fewer FLOPs;
+    - `unit_masks`: each group's output multiplied by a 0/1 mask over its units: the same
+      function as `widths` at full-width cost, for the cohort engine's vmap (no slicing there).
+    """
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -28,19 +38,41 @@ class TableNet(nn.Module):
                       if layer.kind == "conv" else nn.Linear(fan_in, layer.width))
             self.add_module(layer.name, module)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scales=None, widths=None, unit_masks=None
+                ) -> torch.Tensor:
         last = len(self.spec.layers) - 1
+        scales = scales if self.training else None
         for i, layer in enumerate(self.spec.layers):
             module = getattr(self, layer.name)
-            if layer.kind == "conv":
+            if widths is None:
+                x = module(x) if layer.kind == "conv" else module(
+                    x.flatten(1) if x.dim() > 2 else x)
+            else:
+                x = self._sliced(i, module, x, widths)
+            if layer.kind == "conv" and layer.pool > 1:
                 # Pool before ReLU: the same function (both are monotone) with a quarter of the
                 # ReLU work; channels-last inputs keep oneDNN's convolutions in their layout.
-                x = module(x)
-                x = F.relu(F.max_pool2d(x, layer.pool) if layer.pool > 1 else x)
-            else:
-                x = module(x.flatten(1) if x.dim() > 2 else x)
-                x = x if i == last else F.relu(x)
+                x = F.max_pool2d(x, layer.pool)
+            if i == last:
+                break
+            if scales is not None:  # after pooling: max-pooling commutes with a positive scale
+                x = x / scales[i]
+            x = F.relu(x)
+            if unit_masks is not None:
+                x = x * (unit_masks[i].view(1, -1, 1, 1) if x.dim() == 4 else unit_masks[i])
         return x
+
+    def _sliced(self, i: int, module, x: torch.Tensor, widths) -> torch.Tensor:
+        """Layer i with only its first widths[i] output units (all of the output layer's), fed
+        by the units the previous layer kept: its first input channels, or, where a conv map
+        is flattened into the first linear layer, its first features (NCHW flatten order)."""
+        layer = self.spec.layers[i]
+        out = widths[i] if i < len(self.spec.layers) - 1 else layer.width
+        if layer.kind == "conv":
+            return F.conv2d(x, module.weight[:out, :x.shape[1]], module.bias[:out],
+                            padding=layer.kernel // 2)
+        x = x.flatten(1) if x.dim() > 2 else x
+        return F.linear(x, module.weight[:out, :x.shape[1]], module.bias[:out])
 
 
 class ParamLayout:

@@ -84,9 +84,10 @@ class ModelSpec:
         return {layer.name: layer.width for layer in self.layers[:-1]}
 
     def with_widths(self, widths: dict[str, int]) -> "ModelSpec":
-        """The same table with other group widths: a structured sub-model."""
+        """The same table with other widths: a structured sub-model (the output layer's width
+        changes only when named: a client's own classes, for masked cross-entropy)."""
         layers = tuple(replace(layer, width=widths.get(layer.name, layer.width))
-                       for layer in self.layers[:-1]) + (self.layers[-1],)
+                       for layer in self.layers)
         return replace(self, layers=layers)
 
     def input_group(self, index: int) -> Optional[str]:

@@ -27,6 +27,7 @@ from ..methods import build
 from ..models.net import ParamLayout, init_flat_params
 from ..models.zoo import model_spec
 from ..rng import torch_generator
+from .widths import width_bins
 
 
 @dataclass
@@ -38,8 +39,8 @@ class Federation:
     layout: ParamLayout
     profiles: list
     full_round_times: np.ndarray  # simulated seconds of a full-model round, per client
-    diagnostic_test: TensorDataset  # the subset the per-width accuracies use
     setup: RoundSetup
+    width_bins: list  # (ratio, clients) of each deployed width (run/widths.py)
 
     @property
     def deadline(self) -> float:
@@ -53,7 +54,7 @@ def method_names(cfg: ExperimentConfig) -> dict[str, str]:
     ratio = ("none" if cfg.pruning_mode == "none" else "online" if cfg.adaptive_ratio_online
              else "warm_start" if cfg.adaptive_ratio else "fixed")
     return {"extract": extract, "compress": cfg.sparsify_method,
-            "aggregate": cfg.aggregation, "ratio": ratio}
+            "aggregate": cfg.aggregation, "ratio": ratio, "train": cfg.local_training}
 
 
 def build_federation(cfg: ExperimentConfig) -> Federation:
@@ -87,23 +88,37 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         compressor=build("compress", names["compress"], cfg),
         aggregator=build("aggregate", names["aggregate"], cfg),
         ratio_policy=build("ratio", names["ratio"], cfg),
+        local_method=build("train", names["train"], cfg),
         error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline,
         engine=cfg.engine, workers=resolve_threads(cfg.num_threads))
+    test = _test_subset(test, cfg)
     test = TensorDataset(test.images.to(device), test.labels.to(device))
     return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
-                      layout, profiles, full_times, _diagnostic_subset(test, cfg), setup)
+                      layout, profiles, full_times, setup,
+                      _deployed_widths(cfg, setup, full_times))
 
 
-def _diagnostic_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
-    if cfg.diagnostic_test_samples == 0 or cfg.diagnostic_test_samples >= len(test):
+def _test_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
+    """`test_samples` of the test set, stratified and seeded (all of it for 0)."""
+    if cfg.test_samples == 0 or cfg.test_samples >= len(test):
         return test
-    keep = subsample(test.labels.cpu(), cfg.diagnostic_test_samples / len(test), cfg.seed)
-    keep = keep.to(test.labels.device)
+    keep = subsample(test.labels, cfg.test_samples / len(test), cfg.seed)
     return TensorDataset(test.images[keep], test.labels[keep])
 
 
+def _deployed_widths(cfg: ExperimentConfig, setup: RoundSetup, full_times) -> list:
+    """The widths clients train, binned (run/widths.py): their first ratios, or with the
+    online controller every ratio it can reach."""
+    if cfg.pruning_mode != "structured":
+        return []
+    if cfg.adaptive_ratio_online:
+        steps = int(round((cfg.max_pruning_ratio - cfg.min_pruning_ratio) / cfg.ratio_step))
+        return width_bins(np.linspace(cfg.min_pruning_ratio, cfg.max_pruning_ratio, steps + 1))
+    return width_bins(setup.ratio_policy.initial(full_times))
+
+
 def build_training(cfg: ExperimentConfig) -> LocalTraining:
-    return LocalTraining(cfg.lr, cfg.momentum, cfg.local_epochs, cfg.batch_size)
+    return LocalTraining(cfg.lr, cfg.momentum, cfg.local_epochs, cfg.batch_size, cfg.masked_ce)
 
 
 def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> float:

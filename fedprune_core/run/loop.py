@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import artifacts, checkpoint, plots, summary
+from . import artifacts, checkpoint, plots, summary, widths
 from ..checks import check_device
 from ..config import ExperimentConfig
 from ..data.loading import resolve_data_root
@@ -29,6 +29,7 @@ from ..fl.store import FileStore
 from ..fl.threads import available_cores, resolve_threads, torch_threads
 from ..fl.training import DivergenceError
 from .federation import Federation, build_federation, cohort, initial_state
+from .progress import Progress
 from .summary import MB
 
 
@@ -106,18 +107,20 @@ def _run(cfg, run_dir, saved, log, on_round_end, updates) -> RunResult:
         history, elapsed_before = History(**saved["history"]), saved["elapsed_sec"]
         log.info(f"Resuming after round {state.round} of {cfg.rounds}")
 
-    bar = _progress(cfg, state.round + 1)
+    progress = Progress(cfg.progress, cfg.run_name, cfg.rounds, cfg.clients_per_round,
+                        state.round + 1)
     threads = checkpoint.numeric_threads(cfg, torch.get_num_threads())
     for r in range(state.round + 1, cfg.rounds + 1):
         if _reached_target(cfg, history):
             break
         round_start = time.perf_counter()
-        state, rows = run_round(state, cohort(fed, r), fed.setup, updates)
-        evaluation, diagnostics = summary.evaluate_round(fed, r, state, rows)
+        state, rows = run_round(state, cohort(fed, r), fed.setup, updates,
+                                progress.client_done)
+        evaluation, diagnostics, width_rows = summary.evaluate_round(fed, r, state)
         row = summary.round_row(fed, r, evaluation, rows, history.metrics)
         row["wall_time_sec"] = time.perf_counter() - round_start
         row["elapsed_sec"] = elapsed_before + time.perf_counter() - wall_start
-        history.add(row, rows, diagnostics)
+        history.add(row, rows, diagnostics, width_rows)
         _log_round(log, cfg, row, rows)
         history.write(run_dir)
         # the checkpoint holds the global state and the clients this round changed; only then
@@ -125,14 +128,10 @@ def _run(cfg, run_dir, saved, log, on_round_end, updates) -> RunResult:
         checkpoint.save(run_dir / artifacts.CHECKPOINT, cfg, state, history.as_dict(),
                         row["elapsed_sec"], threads)
         state = state.replace(clients=state.clients.commit())
-        if bar is not None:
-            bar.update(1)
-            if not math.isnan(row["test_accuracy"]):
-                bar.set_postfix(acc=f"{row['test_accuracy']:.2f}%")
+        progress.round_done(row)
         if on_round_end is not None:
             on_round_end(r, row)
-    if bar is not None:
-        bar.close()
+    progress.close()
     if _reached_target(cfg, history):
         log.info(f"Target accuracy {cfg.target_accuracy:g}% reached at round {state.round}: "
                  f"the run stops there (rounds = {cfg.rounds} was the limit).")
@@ -163,18 +162,24 @@ def _warn_oversubscribed(log, cfg: ExperimentConfig) -> None:
                         f"does not")
 
 
+DIAGNOSTIC_COLUMNS = ("round", "metric", "class", "value")
+
+
 @dataclass
 class History:
-    """The rows written so far: metrics.csv, clients.csv, diagnostics.csv."""
+    """The rows written so far: metrics.csv, clients.csv, diagnostics.csv, widths.csv."""
 
     metrics: list[dict] = field(default_factory=list)
     clients: list[dict] = field(default_factory=list)
     diagnostics: list[dict] = field(default_factory=list)
+    widths: list[dict] = field(default_factory=list)
 
-    def add(self, row: dict, client_rows: list[dict], diagnostic_rows: list[dict]) -> None:
+    def add(self, row: dict, client_rows: list[dict], diagnostic_rows: list[dict],
+            width_rows: list[dict]) -> None:
         self.metrics.append(row)
         self.clients.extend(client_rows)
         self.diagnostics.extend(diagnostic_rows)
+        self.widths.extend(width_rows)
 
     def as_dict(self) -> dict[str, list[dict]]:
         return dataclasses.asdict(self)
@@ -183,7 +188,8 @@ class History:
         artifacts.write_csv(self.metrics, run_dir / "metrics.csv")
         artifacts.write_csv(self.clients, run_dir / "clients.csv")
         artifacts.write_csv(self.diagnostics, run_dir / "diagnostics.csv",
-                            columns=("round", "metric", "key", "value"))
+                            columns=DIAGNOSTIC_COLUMNS)
+        artifacts.write_csv(self.widths, run_dir / "widths.csv", columns=widths.COLUMNS)
 
 
 def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
@@ -195,14 +201,22 @@ def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
          "model": dataclasses.asdict(fed.layout.spec), "config": cfg.to_dict()},
         run_dir / "final_model.pt")
     figures = plots.run_figures(metrics, run_dir, cfg.method_label)
+    width_frame = pd.DataFrame(history.widths, columns=widths.COLUMNS)
     figures.update(plots.diagnostics_figures(pd.DataFrame(
-        history.diagnostics, columns=["round", "metric", "key", "value"]), run_dir,
-        cfg.method_label))
-    result = summary.summary(fed, state, metrics, clients)
+        history.diagnostics, columns=DIAGNOSTIC_COLUMNS), run_dir, cfg.method_label))
+    figures.update(plots.width_figures(width_frame, run_dir, cfg.method_label))
+    result = summary.summary(fed, state, metrics, clients, width_frame)
     result["artifacts"] = {name: str(run_dir / name) for name in (
-        "config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "partition.csv",
+        "config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "widths.csv",
+        "partition.csv",
         "run.log", "final_model.pt", *(f"{k}.png" for k in figures), "partition.png")}
     log.info(summary.finished_line(result) + f" Artifacts in {run_dir}")
+    for line in summary.width_lines(result):
+        log.info(line)
+    if result["tail_shorter_than_asked"]:
+        log.warning(f"The run evaluated {result['tail_rounds']} round(s), fewer than tail_rounds "
+                    f"= {cfg.tail_rounds}: its tail accuracy averages those alone, round 1 "
+                    f"included; compare it only with runs of the same length")
     artifacts.write_summary(result, run_dir)  # last: marks the run finished
     (run_dir / artifacts.CHECKPOINT).unlink(missing_ok=True)
     (run_dir / artifacts.CLIENT_STATES).unlink(missing_ok=True)
@@ -244,16 +258,6 @@ def _log_round(log, cfg, row: dict, rows: list[dict]) -> None:
              f"pruning {row['avg_pruning_ratio']:.2f} | uplink {row['uplink_bytes'] / MB:.2f} "
              f"MB | {row['wall_time_sec']:.1f} s (simulated {row['simulated_round_time_sec']:.1f}"
              f" s)")
-
-
-def _progress(cfg, start_round: int):
-    """A live bar (a widget in Jupyter) for `auto`; for `text` (papermill, batches) the
-    'Round k/N' lines are the progress, since a redrawn bar only litters a saved notebook."""
-    if cfg.progress != "auto":
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=cfg.rounds, initial=start_round - 1, desc=cfg.run_name, unit="round")
 
 
 def describe_partition(cfg: ExperimentConfig) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pandas as pd
 from ..fl.evaluate import evaluate
 from ..fl.state import ServerState
 from ..fl.training import DivergenceError
-from . import diagnostics
+from . import diagnostics, widths
 from .federation import Federation
 
 MB = 1e6
@@ -31,13 +31,14 @@ TIMING_COLUMNS = {"metrics": ("avg_round_time_sec", "eval_time_sec", "diagnostic
                   "clients": ("update_time_sec", "train_time_sec", "node_time_sec")}
 
 
-def evaluate_round(fed: Federation, r: int, state: ServerState,
-                   rows: list[dict]) -> tuple[dict, list[dict]]:
-    """(accuracy, loss, eval time) and the diagnostics rows; NaN when no evaluation is due."""
+def evaluate_round(fed: Federation, r: int, state: ServerState
+                   ) -> tuple[dict, list[dict], list[dict]]:
+    """(accuracy, loss, evaluation times), the diagnostics rows and the widths rows; NaN and
+    no rows when no evaluation is due."""
     cfg = fed.cfg
     if r % cfg.eval_every and r != cfg.rounds:
         return {"test_accuracy": float("nan"), "test_loss": float("nan"),
-                "eval_time_sec": 0.0, "diagnostic_time_sec": 0.0}, []
+                "eval_time_sec": 0.0, "diagnostic_time_sec": 0.0}, [], []
     start = time.perf_counter()
     ev = evaluate(state.evaluated_params(), fed.layout.spec, fed.test, fed.setup.info,
                   cfg.eval_batch_size, fed.setup.workers)
@@ -45,12 +46,14 @@ def evaluate_round(fed: Federation, r: int, state: ServerState,
     if not math.isfinite(ev.loss):
         raise DivergenceError(f"round {r}: test loss is {ev.loss}")
     start = time.perf_counter()
-    diag = diagnostics.class_rows(r, ev) + diagnostics.width_rows(
-        r, state, fed.setup, [c["pruning_ratio"] for c in rows if c["status"] == "ok"],
-        fed.diagnostic_test,
-        cfg.eval_batch_size)
+    width_rows = []
+    if r in widths.evaluation_rounds(cfg.rounds, cfg.eval_every, cfg.tail_rounds,
+                                     cfg.width_eval):
+        width_rows = widths.width_rows(r, state, fed.setup, fed.width_bins, fed.test,
+                                       fed.setup.info, cfg.eval_batch_size, ev)
     return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "eval_time_sec": eval_time,
-            "diagnostic_time_sec": time.perf_counter() - start}, diag
+            "diagnostic_time_sec": time.perf_counter() - start}, \
+        diagnostics.class_rows(r, ev), width_rows
 
 
 def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
@@ -89,7 +92,7 @@ def tail_accuracy(metrics: pd.DataFrame, tail_rounds: int) -> tuple[float, int]:
 
 
 def summary(fed: Federation, state: ServerState, metrics: pd.DataFrame,
-            clients: pd.DataFrame) -> dict:
+            clients: pd.DataFrame, width_rows: pd.DataFrame) -> dict:
     cfg = fed.cfg
     evaluated = metrics.dropna(subset=["test_accuracy"])
     best = evaluated.loc[evaluated.test_accuracy.idxmax()]
@@ -97,10 +100,16 @@ def summary(fed: Federation, state: ServerState, metrics: pd.DataFrame,
     tail, used = tail_accuracy(metrics, cfg.tail_rounds)
     untrained = diagnostics.never_trained_units(fed.layout, state.trained)
     initial = fed.setup.ratio_policy.initial(fed.full_round_times)
+    by_width = widths.tail_by_width(width_rows)
+    updates = clients[clients.get("status", "ok") == "ok"] if "status" in clients else clients
     return {
         "run_name": cfg.run_name, "label": cfg.method_label, "dataset": cfg.dataset,
         "model": cfg.model, "seed": cfg.seed, "rounds_completed": int(last["round"]),
         "tail_test_accuracy": tail, "tail_rounds": used,
+        "tail_rounds_asked": cfg.tail_rounds, "tail_shorter_than_asked": used < cfg.tail_rounds,
+        "widths": by_width,
+        "best_width": (max(by_width, key=lambda w: w["tail_test_accuracy"]) | {
+            "selected_on_test_set": True}) if by_width else None,
         "final_test_accuracy": float(last.test_accuracy),
         "final_test_loss": float(last.test_loss),
         "best_test_accuracy": float(best.test_accuracy), "best_round": int(best["round"]),
@@ -117,11 +126,16 @@ def summary(fed: Federation, state: ServerState, metrics: pd.DataFrame,
         "total_uplink_mb": float(last.cumulative_uplink_bytes / MB),
         "total_uplink_dense_mb": float(metrics.uplink_dense_bytes.sum() / MB),
         "compression_x": float(metrics.uplink_dense_bytes.sum() / last.cumulative_uplink_bytes),
+        # against dense float32 updates of what the clients trained: compression alone, apart
+        # from the bytes pruning saved
+        "compression_x_trained": float(4 * updates.trained_params.sum()
+                                       / last.cumulative_uplink_bytes),
         "total_downlink_mb": float(last.cumulative_downlink_bytes / MB),
         "total_client_train_gflops": float(last.cumulative_client_train_flops / 1e9),
         "total_dense_client_train_gflops": float(last.cumulative_dense_client_train_flops / 1e9),
         "flop_saving_pct": float(100 * (1 - last.cumulative_client_train_flops
                                         / last.cumulative_dense_client_train_flops)),
+        "client_train_gflops_per_update": float(updates.train_flops.mean() / 1e9),
         "wall_time_sec": float(last.elapsed_sec),
         "simulated_time_sec": float(last.cumulative_simulated_time_sec)}
 
@@ -136,10 +150,32 @@ def _target_round(metrics: pd.DataFrame, cfg) -> int | None:
 
 def finished_line(s: dict) -> str:
     untrained = ", ".join(f"{k} {v}" for k, v in s["never_trained_units"].items() if v)
+    short = (f" (asked for {cfg_tail} rounds: the run evaluated fewer)"
+             if (cfg_tail := s.get("tail_rounds_asked")) and s["tail_shorter_than_asked"]
+             else "")
     return (f"Finished: tail accuracy {s['tail_test_accuracy']:.2f}% (mean of the last "
-            f"{s['tail_rounds']} evaluated rounds); final {s['final_test_accuracy']:.2f}%; best "
+            f"{s['tail_rounds']} evaluated rounds{short}; the full width the server holds); "
+            f"final {s['final_test_accuracy']:.2f}%; best "
             f"{s['best_test_accuracy']:.2f}% at round {s['best_round']} (selected on the test "
             f"set). Uplink {s['total_uplink_mb']:.2f} MB ({s['compression_x']:.1f}x less than "
-            f"dense), client FLOPs saved {s['flop_saving_pct']:.1f}%, wall time "
+            f"dense FedAvg, {s['compression_x_trained']:.1f}x less than dense updates of the "
+            f"trained parameters), client FLOPs saved {s['flop_saving_pct']:.1f}%, wall time "
             f"{s['wall_time_sec']:.1f} s. Never-trained units (zero in the evaluated model): "
             f"{untrained or 'none'}.")
+
+
+def width_lines(s: dict) -> list[str]:
+    """The run log's lines on the accuracy at each deployed width."""
+    if len(s["widths"]) < 2:
+        return []
+    lines = ["Tail accuracy at each width clients train (same test set; the full width is the "
+             "headline):"]
+    for w in s["widths"]:
+        name = "full width (server)" if w["ratio"] == 0 else f"ratio {w['ratio']:.2f}"
+        lines.append(f"  {name:>19} | width {w['width']:.2f} | "
+                     f"{w['train_flops_per_sample'] / 1e6:6.2f} MFLOP a sample | "
+                     f"{w['tail_test_accuracy']:.2f}% over {w['evaluations']} evaluation(s)")
+    b = s["best_width"]
+    lines.append(f"  best width (selected on the test set): ratio {b['ratio']:.2f}, "
+                 f"{b['tail_test_accuracy']:.2f}%")
+    return lines

@@ -9,7 +9,7 @@ kept-unit lists on the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 
@@ -23,7 +23,9 @@ class Planner:
     layout: ParamLayout
     device: torch.device
 
-    def plan(self, ratio: float) -> Plan:
+    def plan(self, ratio: float, client: Optional[int] = None) -> Plan:
+        """The plan for a client of `ratio` (`client`: its id, for methods that draw a
+        sub-model per client; None: the round's sub-model of that ratio, e.g. to evaluate)."""
         raise NotImplementedError
 
 
@@ -32,7 +34,7 @@ class FullPlanner(Planner):
         self.layout, self.device = layout, device
         self._plan = full_plan(layout, device)
 
-    def plan(self, ratio: float) -> Plan:
+    def plan(self, ratio: float, client: Optional[int] = None) -> Plan:
         return self._plan
 
 
@@ -45,10 +47,12 @@ class StructuredPlanner(Planner):
         self.layout, self.unit_order, self.device = layout, unit_order, device
         self.multiple = multiple
 
-    def plan(self, ratio: float) -> Plan:
-        keep = {g: torch.sort(order[:kept_units(len(order), ratio, self.multiple)])[0]
-                for g, order in self.unit_order.items()}
-        return structured_plan(self.layout, keep, ratio)
+    def plan(self, ratio: float, client: Optional[int] = None) -> Plan:
+        return structured_plan(self.layout, self.keep(self.unit_order, ratio), ratio)
+
+    def keep(self, unit_order: dict[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
+        return {g: torch.sort(order[:kept_units(len(order), ratio, self.multiple)])[0]
+                for g, order in unit_order.items()}
 
 
 @dataclass(frozen=True)

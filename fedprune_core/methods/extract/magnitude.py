@@ -9,7 +9,7 @@ pruned ones (as -w after training from zero), as the seed's original did.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 
@@ -26,7 +26,7 @@ class MagnitudePlanner(Planner):
         self.weight_order = {s.name: torch.sort(views[s.name].abs().flatten(), stable=True)[1]
                              for s in layout if s.is_weight}
 
-    def plan(self, ratio: float) -> Plan:
+    def plan(self, ratio: float, client: Optional[int] = None) -> Plan:
         masks, coords, segments = {}, [], []
         for s in self.layout:
             mask = torch.ones(s.numel, device=self.device)

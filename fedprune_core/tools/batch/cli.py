@@ -82,14 +82,12 @@ def _prepare(args):
     if args.backend == "slurm":
         check_script_path(results_dir / args.name, "--results_dir")
     # Parallelism comes from JOBS units at once, each on one thread (unless num_threads is set).
-    units = expand_grid(args.params, args.seeds, overrides, results_dir, threads=1)
+    # A batch's runs live in its own folder, beside its grid and logs: one comparison a batch
+    units = expand_grid(args.params, args.seeds, overrides, results_dir / args.name, threads=1)
     if all(u["error"] for u in units):  # nothing would run: the arguments are wrong
         first = units[0]["error"].removeprefix("ConfigError: ")
         raise ConfigError(f"--params: no run of the grid is valid; the first, "
                           f"{units[0]['run_name']}: {first}")
-    if args.name in {u["run_name"] for u in units}:
-        raise ConfigError(f"--name: {args.name} is the folder name of a run of the grid; "
-                          f"allowed: another name")
     check_results_dir(args.results_dir)
     grid = results_dir / args.name / GRID
     lock = None if args.backend == "slurm" else lock_run_dir(grid.parent, "--name")

@@ -74,9 +74,9 @@ def _unit(index, path, seed, overrides, results_dir, threads) -> dict:
         seed = values["seed"] = values.get("seed", 0) if seed is None else seed
         unit["seed"] = seed
         unit["run_name"] = f"{Path(path).stem}_s{seed}"
-        # The batch owns where runs go and how they restart. One thread per unit on every back
-        # end: oneDNN's convolution sums depend on the thread count, so a fixed count makes a
-        # unit's numbers the same whatever JOBS or the back end (run --num_threads 1 to match).
+        # The batch owns where runs go (its own folder) and how they restart. One thread per
+        # unit: JOBS units then use JOBS cores; the default engine's numbers do not depend on
+        # the thread count anyway (fl/threads.py), so a unit matches a plain `run`.
         values.update(run_name=unit["run_name"], results_dir=str(results_dir), resume=True,
                       overwrite=False)
         values.setdefault("num_threads", threads)
