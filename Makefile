@@ -32,9 +32,9 @@ BATCH_FLAGS = --backend $(BACKEND) --jobs $(JOBS) --seeds $(SEEDS) --name $(BATC
 	$(if $(RESULTS),--results_dir $(RESULTS))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-deps ablations reproduce analysis report report-pdf pdf-deps lab bench \
+.PHONY: help venv run test test-deps ablations width-study reproduce analysis report report-pdf pdf-deps lab bench \
 	notebooks \
-	strip-notebooks
+	strip-notebooks deploy
 
 help:
 	@echo "FedPrune-Sparse"
@@ -48,16 +48,21 @@ help:
 	@echo "  make lab          JupyterLab with the project's kernel"
 	@echo "  make bench        speed and memory benchmark into results/bench/bench.json"
 	@echo "  make notebooks    regenerate the notebooks and the READMEs' parameter table from the config"
+	@echo "  make deploy       the experiment on a Flower deployment: SuperLink + NODES=4 SuperNodes here"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install -q $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q -e '.[notebooks,dask,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -e '.[notebooks,dask,dev,flower]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, torchvision, papermill, fedprune_core"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) \
 		--display-name "FedPrune-Sparse (.venv)" > /dev/null
-	if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes; fi
+	if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
+		git config filter.nbstripout.extrakeys "metadata.language_info metadata.toc \
+		metadata.toc-autonumbering metadata.varInspector metadata.vscode metadata.jupytext \
+		cell.metadata.jp-MarkdownHeadingCollapsed cell.metadata.jupyter cell.metadata.editable \
+		cell.metadata.deletable cell.metadata.slideshow cell.metadata.trusted"; fi
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -67,7 +72,7 @@ run: $(STAMP)
 		$(if $(FORCE),--overwrite)
 
 test: $(STAMP) test-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) scripts/timed.py "make test" $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 ablations: $(STAMP)
 	$(PY) -m fedprune_core batch run --params $(ABLATIONS) $(BATCH_FLAGS)
@@ -80,13 +85,33 @@ reproduce: $(STAMP)
 	$(PY) -c "from fedprune_core.analysis import write_reproduce; \
 		write_reproduce('$(or $(RESULTS),results)')"
 
-analysis: $(STAMP)
-	mkdir -p results/analysis
-	$(PY) -m papermill notebooks/analysis.ipynb results/analysis/analysis.ipynb \
-		-k python3 --cwd . --no-progress-bar
+# The width study (params/width_study/): FedAvg, the default hybrid, its width remedies and
+# sparsification alone on the default federation, 5 seeds; then its paired table.
+width-study: ABLATIONS = params/width_study/*.yaml
+width-study: BATCH = width_study
+width-study: SEEDS = 0 1 2 3 4
+width-study: ablations
 
-# Reports are written beside each executed notebook, code hidden (fedprune_core.tools.reports).
-REPORT_NOTEBOOKS := results/analysis/analysis.ipynb results/*/experiment.ipynb
+# One comparison per batch: `make analysis BATCH=ablations BASELINE=FedAvg` analyses the runs in
+# results/<batch>/ alone, into results/<batch>/analysis/; without BATCH on the command line
+# (BATCH's default names the ablations' batch) every finished run, into results/analysis/.
+# BANDS=ci95|std|none (default auto), TARGET=95: the notebook's parameters.
+ANALYSIS_BATCH = $(if $(filter command line environment,$(origin BATCH)),$(BATCH))
+ANALYSIS_DIR = results/$(if $(ANALYSIS_BATCH),$(ANALYSIS_BATCH)/)analysis
+
+analysis: $(STAMP)
+	mkdir -p $(ANALYSIS_DIR)
+	$(PY) -m papermill notebooks/analysis.ipynb $(ANALYSIS_DIR)/analysis.ipynb \
+		-k python3 --cwd . --no-progress-bar --log-level WARNING \
+		$(if $(ANALYSIS_BATCH),-p batch $(ANALYSIS_BATCH)) $(if $(BASELINE),-p baseline "$(BASELINE)") \
+		$(if $(BANDS),-p bands $(BANDS)) $(if $(TARGET),-p target_accuracy $(TARGET))
+
+# Reports are written beside each executed notebook, code hidden (fedprune_core.tools.reports):
+# every analysis and run notebook, or with BATCH on the command line that batch's alone.
+REPORT_NOTEBOOKS = $(if $(ANALYSIS_BATCH),results/$(ANALYSIS_BATCH)/analysis/analysis.ipynb \
+	'results/$(ANALYSIS_BATCH)/*/experiment.ipynb',results/analysis/analysis.ipynb \
+	'results/*/analysis/analysis.ipynb' 'results/*/experiment.ipynb' \
+	'results/*/*/experiment.ipynb')
 
 report: $(STAMP)
 	$(PY) -m fedprune_core.tools.reports html --skip-missing $(REPORT_NOTEBOOKS)
@@ -111,6 +136,22 @@ bench: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) scripts/build_notebooks.py
 	$(PY) scripts/sync_readme.py
+
+# A Flower deployment on this machine: a SuperLink and NODES SuperNodes (separate processes on
+# 127.0.0.1, free ports), the experiment of PARAMS (+ ARGS) into results/<run_name>/, then every
+# process stopped (also on Ctrl-C). The flower extra is installed on first use.
+NODES ?= 4
+PARAMS ?= params/default.yaml
+FLOWER_STAMP := $(VENV)/.flower-installed
+
+$(FLOWER_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[flower]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import flwr"
+	touch $(FLOWER_STAMP)
+
+deploy: $(FLOWER_STAMP)
+	$(PY) -m fedprune_core deploy --params $(PARAMS) --nodes $(NODES) $(ARGS) \
+		$(if $(FORCE),--overwrite)
 
 strip-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

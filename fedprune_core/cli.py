@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "parameters cell, generated from ExperimentConfig (`make notebooks` "
                             "writes it).")
     params.set_defaults(handler=cmd_notebook_params)
+    from .deploy.launch import add_deploy_flags, cmd_deploy  # neither flwr nor torch
+
+    deploy = sub.add_parser("deploy", help="Run one experiment on a Flower deployment (a "
+                            "SuperLink and --nodes SuperNodes here, or --superlink): the same "
+                            "run folder as `run`.",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    deploy.add_argument("--params", action="append", metavar="FILE.yaml",
+                        help="YAML parameter file (repeatable; later files and flags win).")
+    add_config_flags(deploy)
+    add_deploy_flags(deploy)
+    deploy.set_defaults(handler=cmd_deploy)
     from .tools.batch import add_batch_commands
 
     add_batch_commands(sub)

@@ -1,0 +1,55 @@
+"""The ClientApp: what a SuperNode runs for each message (Flower's message API).
+
+`train` runs one client's local update (node.py) and replies with its encoded update and the
+numbers the server's row needs; `query` tells the ServerApp which clients this node hosts, so
+that it can address each sampled client's node. Failures come back as Flower errors whose
+reason says what kind they are (protocol.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from . import protocol
+from .node import NodeSettings
+
+app = ClientApp()
+
+
+def _error(message: Message, kind: str, text: str) -> Message:
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                         reason=protocol.error_reason(kind, text)), reply_to=message)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    from .node import run_task, warm_up
+
+    warm_up()  # one-time imports, paid before the clock as a long-lived client pays them once
+    start = time.perf_counter()
+    try:
+        settings = NodeSettings.from_node_config(dict(context.node_config))
+        update, numbers = run_task(settings, protocol.Task.from_message(msg))
+    except protocol.NodeFailure as err:
+        return _error(msg, err.kind, str(err))
+    # the node's wall time for the whole task (federation, state, update, saving)
+    numbers["node-time-sec"] = time.perf_counter() - start
+    return protocol.reply(msg, update, numbers)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    try:
+        settings = NodeSettings.from_node_config(dict(context.node_config))
+    except protocol.NodeFailure as err:
+        return _error(msg, err.kind, str(err))
+    return Message(RecordDict({protocol.NODE: ConfigRecord({
+        "node-index": settings.node_index, "num-nodes": settings.num_nodes,
+        "fingerprint": protocol.fingerprint(), "host": socket.gethostname(),
+        "pid": os.getpid()})}), reply_to=msg)

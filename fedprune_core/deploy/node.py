@@ -1,0 +1,161 @@
+"""A node's side of a round: one client's local update, exactly the simulation's.
+
+The node rebuilds the federation from the experiment's parameters (the partition, profiles and
+initial ratios are deterministic from the seed, so every node and the server agree on them
+without exchanging data), takes its client's slot, loads the client's state from its own disk,
+and runs `fl.client.local_update` on the broadcast the server sent: sub-model or mask, local
+training, delta, error feedback, compression, encoding. The client's next ratio comes from the
+same ratio policy the server's round applies, from what the node itself measured-or-simulated,
+and stays on the node with the residual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .protocol import DIVERGENCE, FAILED, SETUP, NodeFailure, Task, fingerprint
+
+# a paused ClientApp (fault injection) gives up after this long if nobody kills its node
+PAUSE_LIMIT_SEC = 3600.0
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A SuperNode's `--node-config`: which slice of the clients it hosts (clients
+    {cid : cid % num_nodes == node_index}), where it keeps their state and finds its data."""
+
+    node_index: int
+    num_nodes: int
+    state_dir: Path
+    data_root: Optional[str] = None  # default: the node's $FEDPRUNE_DATA_ROOT, else ./data
+    device: Optional[str] = None  # default: the experiment's
+    pause_round: int = 0  # fault injection (tests): block in this round until killed
+
+    @classmethod
+    def from_node_config(cls, config: dict[str, Any]) -> "NodeSettings":
+        def number(key: str, default: Optional[int] = None) -> int:
+            value = config.get(key, default)
+            try:
+                if value is None or isinstance(value, bool):
+                    raise ValueError
+                return int(value)
+            except (TypeError, ValueError):
+                raise NodeFailure(SETUP, f"node-config {key}: expected an int, got "
+                                         f"{value!r}") from None
+
+        index, count = number("node-index"), number("num-nodes")
+        if not (count >= 1 and 0 <= index < count):
+            raise NodeFailure(SETUP, f"node-config node-index={index} num-nodes={count}: "
+                                     f"allowed: 0 <= node-index < num-nodes")
+        text = {k: (str(config[k]) if config.get(k) not in (None, "") else None)
+                for k in ("state-dir", "data-root", "device")}
+        return cls(index, count, Path(text["state-dir"] or "fedprune-node-state").expanduser(),
+                   text["data-root"], text["device"], number("pause-round", 0))
+
+    def hosts(self, client_id: int) -> bool:
+        return client_id % self.num_nodes == self.node_index
+
+
+def run_task(settings: NodeSettings, task: Task) -> tuple[bytes, dict]:
+    """The client's encoded update and the numbers its row needs; its new state saved."""
+    from ..config import ConfigError, ExperimentConfig
+    from ..data.loading import DataUnavailableError
+    from ..fl.client import local_update
+    from ..fl.round import ClientSlot
+    from ..fl.threads import resolve_threads, torch_threads
+    from ..fl.training import DivergenceError
+    from ..run.checkpoint import numeric_threads
+    from ..run.federation import build_federation
+    from .node_state import NodeStateError, NodeStore, run_key
+
+    if task.fingerprint != fingerprint():
+        raise NodeFailure(SETUP, f"the server runs {task.fingerprint!r}, this node "
+                                 f"{fingerprint()!r}: install the same release on both")
+    if not settings.hosts(task.client_id):
+        raise NodeFailure(SETUP, f"client {task.client_id} is not hosted here (node-index "
+                                 f"{settings.node_index} of {settings.num_nodes})")
+    try:
+        cfg = ExperimentConfig.from_dict({
+            **task.experiment, "data_root": settings.data_root,
+            "device": settings.device or task.experiment.get("device", "cpu"),
+            "progress": "off"})
+    except ConfigError as err:
+        raise NodeFailure(SETUP, f"the experiment's parameters: {err}") from None
+    try:
+        fed = build_federation(cfg)
+    except DataUnavailableError as err:
+        raise NodeFailure(SETUP, f"data: {err}") from None
+    setup, cid = fed.setup, task.client_id
+    slot = ClientSlot(cid, fed.client_data[cid], fed.profiles[cid])
+    store = NodeStore(settings.state_dir, cfg.run_name, run_key(cfg))
+    initial = float(setup.ratio_policy.initial(fed.full_round_times)[cid])
+    try:
+        state = store.load(cid, task.base_round, initial)
+    except NodeStateError as err:
+        raise NodeFailure(SETUP, str(err)) from None
+    if settings.pause_round == task.round:
+        _pause(settings.state_dir / cfg.run_name, task)
+    device = slot.data.images.device
+    with torch_threads(numeric_threads(cfg, resolve_threads(cfg.num_threads))):
+        planner = client_planner(setup, task.broadcast, task.round, state.ratio, device)
+        try:
+            result, state = local_update(setup, slot, task.round, task.broadcast, planner,
+                                         state.to(device))
+        except DivergenceError as err:
+            raise NodeFailure(DIVERGENCE, str(err)) from None
+    simulated = slot.profile.time(result.train_flops, len(task.broadcast), len(result.message))
+    # the ratio policy of the server's round (fl.round), applied where the ratio lives
+    ratio = setup.ratio_policy.next(state.ratio, simulated, setup.deadline)
+    store.save(cid, task.round, dataclasses.replace(state, ratio=ratio), task.base_round)
+    return result.message, {
+        "train-loss": float(result.train_loss), "train-flops": int(result.train_flops),
+        "dense-train-flops": int(result.dense_train_flops),
+        "update-time-sec": float(result.update_time_sec),
+        "train-time-sec": float(result.train_time_sec)}
+
+
+def warm_up() -> None:
+    """Torch imports its compiler on the first optimizer a process makes (about 2 s of CPU):
+    done here so that node_time_sec measures the client's task, not the import."""
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def client_planner(setup, broadcast: bytes, round_idx: int, ratio: float, device):
+    """The planner `local_update` needs, from what the client has: a structured sub-model's
+    plan comes on the wire (decoding it needs only the layout); an unstructured mask is ranked
+    on the global model, which for unstructured methods is the (dense) broadcast itself."""
+    import torch
+
+    from ..fl import wire
+    from ..methods.extract.base import FullPlanner
+
+    dense = FullPlanner(setup.layout, device)
+    received = wire.decode(broadcast, dense, device)
+    if setup.extractor.kind == "structured":
+        if received.plan.ratio != ratio:
+            raise NodeFailure(SETUP, f"the server sent a sub-model at ratio "
+                                     f"{received.plan.ratio!r}, this client's own ratio is "
+                                     f"{ratio!r}")
+        return dense
+    if setup.extractor.kind == "unstructured":
+        params = torch.zeros(setup.layout.size, device=device)
+        params[received.coords] = received.values
+        return setup.extractor.for_round(setup.layout, params, round_idx)
+    return dense
+
+
+def _pause(folder: Path, task: Task) -> None:
+    """Fault injection: say so in a file, then wait to be killed (a node dying mid-round)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f"paused-round-{task.round}-client-{task.client_id}"
+    marker.write_text("paused\n")
+    limit = time.monotonic() + PAUSE_LIMIT_SEC
+    while time.monotonic() < limit:
+        time.sleep(1.0)
+    raise NodeFailure(FAILED, f"paused in round {task.round} and never killed")

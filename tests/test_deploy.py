@@ -1,0 +1,212 @@
+"""A Flower deployment (fedprune_core/deploy; Beutel et al. 2020) gives the simulation's numbers.
+
+Each deployment is `python -m fedprune_core deploy` with a real SuperLink and 3 real SuperNodes
+on 127.0.0.1, each in its own process, and one ClientApp process per message (Flower's
+deployment runtime): tens of seconds of CPU each. So each deployment is used by exactly one
+test (pytest-xdist never starts one twice), and each test asserts all it can on it. Nothing
+waits on a clock: the processes are waited for, and a killed SuperNode is declared gone by the
+SuperLink's own heartbeat check (its patience is 2 x 30 s).
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("flwr", reason="the flower extra: pip install -e '.[flower]'")
+
+from fedprune_core.config import ExperimentConfig  # noqa: E402
+from fedprune_core.fl.round import Missing, _client_row, _missing_row, client_updates  # noqa: E402
+from fedprune_core.run.federation import sample_clients  # noqa: E402
+from fedprune_core.run.loop import run_experiment  # noqa: E402
+from fedprune_core.run.summary import TIMING_COLUMNS  # noqa: E402
+
+NODES = 3
+# The default method (structured adaptive sub-models + cost-weighted top-k with error feedback,
+# so every client's residual and ratio matter), small: 2 rounds of 3 of 6 clients.
+TINY = dict(rounds=2, num_clients=6, clients_per_round=3, local_epochs=1, data_fraction=0.02,
+            eval_every=2, num_threads=1)
+SAFETY_LIMIT_SEC = 1800  # a hung deployment fails the test instead of hanging it
+
+
+def deploy(results: Path, run_name: str, *extra: str) -> subprocess.CompletedProcess:
+    params = [f"--{k}={v}" for k, v in TINY.items()]
+    return subprocess.run(
+        [sys.executable, "-m", "fedprune_core", "deploy", "--nodes", str(NODES), *params,
+         "--results_dir", str(results), "--run_name", run_name, *extra],
+        capture_output=True, text=True, timeout=SAFETY_LIMIT_SEC,
+        cwd=Path(__file__).resolve().parents[1])
+
+
+def simulate(results: Path, run_name: str, updates=None):
+    cfg = ExperimentConfig(**TINY, results_dir=str(results), run_name=run_name, progress="off")
+    return run_experiment(cfg, updates=updates)
+
+
+def _frame(run_dir: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(run_dir / f"{name}.csv").drop(columns=list(TIMING_COLUMNS.get(name, ())))
+
+
+def assert_same_numbers(deployed: Path, simulated: Path) -> None:
+    for name in ("metrics", "clients", "diagnostics"):
+        pd.testing.assert_frame_equal(_frame(deployed, name), _frame(simulated, name),
+                                      check_exact=True)
+    a, b = (torch.load(d / "final_model.pt", weights_only=True)["state_dict"]
+            for d in (deployed, simulated))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def processes_of(work: Path) -> list[int]:
+    """Live processes of a deployment (every one has its FLWR_HOME)."""
+    marker = f"FLWR_HOME={work / 'flwr-home'}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and \
+                    "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[:1]:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_missing_row_has_the_columns_of_a_client_row():
+    from types import SimpleNamespace
+
+    from fedprune_core.fl.round import ClientSlot
+    from fedprune_core.fl.systems import ClientProfile
+
+    slot = ClientSlot(3, [], ClientProfile(1.0, 1.0, 1.0))
+    result = SimpleNamespace(num_samples=5, plan=SimpleNamespace(coords=[0, 1]), sent=1,
+                             message=b"xy", train_flops=1, dense_train_flops=2, train_loss=0.5,
+                             update_time_sec=0.1, train_time_sec=0.1)
+    ok = _client_row(2, slot, 0.4, result, 10, 0.2, SimpleNamespace(size=4))
+    missing = _missing_row(2, Missing(slot, 10))
+    assert list(missing) == list(ok)  # the same columns in the same order
+    assert (ok["status"], missing["status"]) == ("ok", "missing")
+    assert math.isnan(ok["node_time_sec"])  # a simulated client has no node
+    assert missing["downlink_bytes"] == 10 and missing["uplink_bytes"] == 0
+    assert math.isnan(missing["train_loss"])
+
+
+def test_a_node_keeps_the_state_of_the_round_the_server_continues_from(tmp_path):
+    from fedprune_core.deploy.node_state import NodeStateError, NodeStore
+    from fedprune_core.fl.state import ClientState
+
+    store = NodeStore(tmp_path, "run", "key")
+    assert store.load(3, 0, 0.25) == ClientState(0.25)  # never trained: its first state
+    store.save(3, 1, ClientState(0.4, torch.arange(4.0)), base_round=0)
+    store.save(3, 2, ClientState(0.45, torch.ones(4)), base_round=1)  # the server lost round 2
+    store.save(3, 4, ClientState(0.5, torch.zeros(4)), base_round=1)  # ...so 4 starts from 1
+    assert sorted(p.name for p in store.folder(3).iterdir()) == ["round-1.pt", "round-4.pt"]
+    back = store.load(3, 1, 0.25)
+    assert back.ratio == 0.4 and torch.equal(back.residual, torch.arange(4.0))
+    with pytest.raises(NodeStateError, match="does not exist"):
+        store.load(3, 2, 0.25)
+    with pytest.raises(NodeStateError, match="not this run"):
+        NodeStore(tmp_path, "run", "another experiment").load(3, 4, 0.25)
+
+
+def test_the_deployment_gives_the_simulations_numbers(tmp_path):
+    results = tmp_path / "results"
+    out = deploy(results, "deployed")
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    simulate(results, "simulated")
+    deployed, simulated = results / "deployed", results / "simulated"
+    assert_same_numbers(deployed, simulated)
+
+    clients, metrics = (pd.read_csv(deployed / f"{n}.csv") for n in ("clients", "metrics"))
+    assert (clients.status == "ok").all() and len(clients) == 2 * 3
+    assert (clients.node_time_sec > 0).all()  # measured on the nodes...
+    assert pd.read_csv(simulated / "clients.csv").node_time_sec.isna().all()  # ...only there
+    # what clients.csv counts is what the replies carried; Flower's framing is beside it
+    flower = pd.read_csv(deployed / "deployment.csv")
+    assert flower["round"].tolist() == [1, 2]
+    assert flower.uplink_payload_bytes.tolist() == metrics.uplink_bytes.tolist()
+    assert flower.downlink_payload_bytes.tolist() == metrics.downlink_bytes.tolist()
+    assert (flower.flower_uplink_overhead_bytes
+            == flower.uplink_message_bytes - flower.uplink_payload_bytes).all()
+    assert (flower.flower_uplink_overhead_bytes > 0).all()
+    assert (flower.flower_uplink_overhead_bytes < 3 * 4096).all()  # a few kB a round, not MB
+    summary = json.loads((deployed / "summary.json").read_text())
+    assert summary["deployment"]["nodes"] == NODES
+    assert summary["deployment"]["missing_updates"] == 0
+    assert summary["deployment"]["flower_uplink_overhead_bytes"] == int(
+        flower.flower_uplink_overhead_bytes.sum())
+    assert "Round   2/2" in out.stdout  # the ServerApp's log, streamed here
+    work = results / ".deploy" / "deployed"
+    assert not any(work.glob("node-*")), "a finished run's node state is removed"
+    assert processes_of(work) == []
+
+
+def test_an_unreachable_superlink_is_one_line_and_status_2(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = tmp_path / "results"
+    out = deploy(results, "nowhere", "--superlink", f"127.0.0.1:{port}")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (results / "nowhere").exists()
+
+
+def test_a_crashed_server_resumes_and_a_killed_node_is_a_missing_update(tmp_path):
+    """Round 2's clients train, then the ServerApp dies before saving round 2: the nodes hold
+    round-2 states the server never kept. The resumed deployment must roll them back to round 1
+    (else their residuals, hence the model, differ), while SuperNode `victim` is SIGKILLed in
+    the middle of round 2: its client is missing, the round completes with the others. The
+    reference is the simulation with that client's update dropped in round 2."""
+    results = tmp_path / "results"
+    cfg = ExperimentConfig(**TINY)
+    first, second = set(sample_clients(cfg, 1)), set(sample_clients(cfg, 2))
+    # a node whose round-2 clients are all new, leaving clients that trained in round 1 (with
+    # residuals to roll back) on the other nodes
+    victim = next(n for n in range(NODES)
+                  if all(c not in first for c in second if c % NODES == n)
+                  and any(c in first for c in second if c % NODES != n)
+                  and any(c % NODES == n for c in second))
+    dropped = {c for c in second if c % NODES == victim}
+
+    out = deploy(results, "crash", "--crash_after_round", "2")
+    assert out.returncode == 1 and "--resume" in out.stderr, out.stderr + out.stdout[-3000:]
+    run_dir, work = results / "crash", results / ".deploy" / "crash"
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "summary.json").exists()
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 1
+    ahead = {int(p.parent.name.split("-")[1])
+             for p in work.glob("node-*/crash/client-*/round-2.pt")}
+    assert ahead == second  # the nodes trained round 2: the server did not keep it
+    assert processes_of(work) == []
+
+    out = deploy(results, "crash", "--resume", "--kill_node", f"{victim}:2")
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    assert f"SuperNode {victim} killed" in out.stdout
+    clients = pd.read_csv(run_dir / "clients.csv")
+    round2 = clients[clients["round"] == 2].set_index("client_id")
+    assert set(round2.index) == second
+    assert set(round2.index[round2.status == "missing"]) == dropped
+    assert (round2.loc[sorted(dropped), "downlink_bytes"] > 0).all()  # it was sent, not received
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 2  # the round completed
+    assert "missing" in (run_dir / "run.log").read_text()
+    flower = pd.read_csv(run_dir / "deployment.csv")
+    assert flower.clients_missing.tolist() == [0, len(dropped)]
+    assert json.loads((run_dir / "summary.json").read_text())["deployment"][
+        "missing_updates"] == len(dropped)
+    assert processes_of(work) == []
+
+    def without_dropped(state, cohort, setup, planner):
+        for update in client_updates(state, cohort, setup, planner):
+            slot, down = update[0], update[1]
+            dropping = cohort.round == 2 and slot.client_id in dropped
+            yield Missing(slot, down) if dropping else update
+
+    simulate(results, "reference", without_dropped)
+    assert_same_numbers(run_dir, results / "reference")
