@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import MODEL_NAMES, ConfigError, ExperimentConfig
 from .data.catalog import DATASETS
-from .models.zoo import model_spec
+from .models.zoo import SCALABLE, spec_for
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -64,6 +64,14 @@ def _check_ranges(cfg: ExperimentConfig, need) -> None:
     need(0 <= cfg.num_threads <= MAX_THREADS, "num_threads",
          f"an integer from 0 (all cores) to {MAX_THREADS}")
     need(cfg.seed >= 0, "seed", "an integer >= 0")
+    need(cfg.lr_gamma > 0, "lr_gamma", "a number > 0")
+    for name in ("weight_decay", "grad_clip_norm"):
+        need(getattr(cfg, name) >= 0, name, "a number >= 0 (0 = off)")
+    need(cfg.model_width > 0, "model_width", "a number > 0")
+    need(cfg.norm_stats_samples >= 0, "norm_stats_samples",
+         "an integer >= 0 (0 = all of the clients' training data)")
+    parse_milestones(cfg.lr_milestones)
+    parse_levels(cfg.width_levels)
     # not a number, but a value on its own: it heads table rows, legends and log lines
     need(cfg.label is None or not any(_unprintable(c) for c in cfg.label), "label",
          "text without control characters or line breaks")
@@ -87,6 +95,17 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
     need(not cfg.masked_ce or structured, "masked_ce",
          "false unless pruning_mode is structured (a client's classes travel with its "
          "sub-model's kept units; pruning_ratio 0 trains the whole model)")
+    need(cfg.model in SCALABLE or cfg.model_width == 1.0, "model_width",
+         f"1 for {cfg.model} (a width factor is for {', '.join(SCALABLE)})")
+    need(cfg.model in SCALABLE or cfg.model_norm == "bn", "model_norm",
+         f"bn for {cfg.model}, which has no norm layers (the choice is for "
+         f"{', '.join(SCALABLE)})")
+    if cfg.width_levels:
+        need(structured, "width_levels",
+             "empty unless pruning_mode is structured (levels are sub-model widths)")
+        need(not cfg.adaptive_ratio and not cfg.adaptive_ratio_online, "width_levels",
+             "empty when adaptive_ratio or adaptive_ratio_online is on (levels replace the "
+             "adaptive ratios: set both false)")
     need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
          f"a number <= max_pruning_ratio ({cfg.max_pruning_ratio})")
     if cfg.pruning_mode != "none" and (cfg.adaptive_ratio or cfg.adaptive_ratio_online):
@@ -115,10 +134,41 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
     need(1 <= cfg.classes_per_client <= num_classes, "classes_per_client",
          f"1..{num_classes} (the classes of {cfg.dataset})")
     try:
-        model_spec(cfg.model, DATASETS[cfg.dataset])
+        spec_for(cfg)
     except ValueError as err:
         raise ConfigError(f"model: {cfg.model!r} does not fit {cfg.dataset} ({err}); allowed: "
                           f"{', '.join(MODEL_NAMES)} with inputs it can take") from None
+
+
+def parse_milestones(text: str) -> tuple[int, ...]:
+    """lr_milestones as rounds: comma-separated integers >= 1, increasing ("" = none)."""
+    allowed = ("rounds as comma-separated integers >= 1 in increasing order, e.g. \"300,500\" "
+               "(empty = a constant lr)")
+    if not text.strip():
+        return ()
+    try:
+        rounds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"lr_milestones: {text!r} is not allowed; allowed: {allowed}") from None
+    if any(r < 1 for r in rounds) or any(b <= a for a, b in zip(rounds, rounds[1:])):
+        raise ConfigError(f"lr_milestones: {text!r} is not allowed; allowed: {allowed}")
+    return rounds
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """width_levels as kept fractions: comma-separated numbers in (0, 1], distinct ("" = none)."""
+    allowed = ("kept fractions in (0, 1], comma-separated and distinct, e.g. "
+               "\"1,0.5,0.25,0.125,0.0625\" (empty = unused)")
+    if not text.strip():
+        return ()
+    try:
+        levels = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"width_levels: {text!r} is not allowed; allowed: {allowed}") from None
+    if (any(not (0.0 < v <= 1.0) for v in levels) or len(set(levels)) != len(levels)
+            or not all(math.isfinite(v) for v in levels)):
+        raise ConfigError(f"width_levels: {text!r} is not allowed; allowed: {allowed}")
+    return levels
 
 
 # A run folder's name, with room left under the file system's 255-byte limit for the files
@@ -173,6 +223,16 @@ def check_results_dir(results_dir: str) -> Path:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"results_dir: {results_dir} is a file; allowed: a folder "
                               f"(created if missing)")
+    except OSError:
+        pass
+    writable_folder(path, "results_dir")
+    return path
+
+
+def writable_folder(path: Path, name: str) -> None:
+    """`path` created if missing and proven writable (a probe file made and removed), else a
+    ConfigError naming the parameter: said before any work, not as a traceback mid-run."""
+    try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write_test_{os.getpid()}"
         probe.unlink(missing_ok=True)  # a stale one, of a killed process with this pid
@@ -180,9 +240,8 @@ def check_results_dir(results_dir: str) -> Path:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         probe.unlink()
     except OSError as err:
-        raise ConfigError(f"results_dir: {results_dir} is not a writable folder "
-                          f"({err.strerror}); allowed: a folder this user can write") from None
-    return path
+        raise ConfigError(f"{name}: {path} is not a writable folder ({err.strerror}); "
+                          f"allowed: a folder this user can write") from None
 
 
 def check_device(device: str) -> None:

@@ -38,6 +38,15 @@ class ExperimentConfig:
     lr: float = _p(0.01, "Client learning rate (SGD).")
     momentum: float = _p(0.0, "Client SGD momentum (0 = plain SGD, as in the seed).")
     batch_size: int = _p(64, "Client mini-batch size.")
+    lr_milestones: str = _p(
+        "", "Client lr schedule: rounds, comma-separated and increasing (e.g. \"300,500\"), after "
+            "each of which lr is multiplied by lr_gamma (MultiStepLR stepped once a round, as "
+            "HeteroFL); empty = a constant lr.")
+    lr_gamma: float = _p(0.1, "Factor lr is multiplied by at each of lr_milestones.")
+    weight_decay: float = _p(0.0, "Client SGD weight decay (L2, as torch.optim.SGD adds it).")
+    grad_clip_norm: float = _p(
+        0.0, "Clip each local step's gradient to this L2 norm over the whole model (HeteroFL "
+             "clips at 1); 0 = off.")
     # --- data -------------------------------------------------------------------------------
     dataset: str = _p("mnist", "Dataset (torchvision).", tuple(DATASETS))
     data_root: Optional[str] = _p(
@@ -54,8 +63,19 @@ class ExperimentConfig:
     dirichlet_alpha: float = _p(0.5, "Dirichlet concentration (partition=dirichlet); small = skewed.")
     # --- pruning ----------------------------------------------------------------------------
     model: str = _p("simple_cnn", "Network (a layer table in models/zoo.py): the seed's SimpleCNN, "
-                    "McMahan et al. 2017's MNIST CNN, or a VGG-style CNN for 32x32x3 inputs.",
-                    MODEL_NAMES)
+                    "McMahan et al. 2017's MNIST CNN, a VGG-style CNN for 32x32x3 inputs, LEAF's "
+                    "FEMNIST CNN, HeteroFL's pre-activation ResNet-18 or FjORD's CIFAR "
+                    "ResNet-18.", MODEL_NAMES)
+    model_width: float = _p(
+        1.0, "Residual models (preresnet18, resnet18): hidden sizes ceil(model_width x 64, 128, "
+             "256, 512), HeteroFL's model rate (e = 0.0625); 1 for the other models.")
+    model_norm: str = _p(
+        "bn", "Residual models' normalisation: static batch norm (HeteroFL's sBN: batch "
+              "statistics while training, a pass over training data before evaluating) or "
+              "group norm (4 groups); the other models have none.", ("bn", "gn"))
+    norm_stats_samples: int = _p(
+        0, "Static batch norm: training samples (a seeded sample of the clients' data) whose "
+           "statistics every evaluation uses; 0 = all of the clients' data (HeteroFL's pass).")
     pruning_mode: str = _p("structured", "Client pruning: none, structured sub-models "
                            "(structured_selection picks the units) or unstructured magnitude "
                            "masks.", ("none", "structured", "unstructured"))
@@ -86,6 +106,15 @@ class ExperimentConfig:
     fjord_distill: bool = _p(
         False, "FjORD: each step also trains the client's whole sub-model and teaches the drawn "
                "width its predictions (self-distillation).")
+    width_levels: str = _p(
+        "", "Structured: the kept fractions of every group's units that clients are spread "
+            "over, comma-separated (HeteroFL's a-e: 1,0.5,0.25,0.125,0.0625; FjORD's tiers: "
+            "0.2,0.4,0.6,0.8,1), instead of pruning_ratio and adaptive ratios; empty = unused.")
+    level_assignment: str = _p(
+        "fixed", "width_levels: fixed = client i keeps level floor(i x levels / num_clients) "
+                 "all run (FjORD's tiers, HeteroFL's fix); dynamic = a client moves to the next "
+                 "level after each round it trains (HeteroFL's dynamic: each round's clients "
+                 "spread over the levels; methods/ratio/levels.py).", ("fixed", "dynamic"))
     width_multiple: int = _p(
         1, "Structured: round every kept width to a multiple of N (at least N, at most the "
            "layer): 8 or 16 gives sub-models oneDNN trains faster per FLOP (default runs "

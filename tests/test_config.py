@@ -79,7 +79,7 @@ def test_json_round_trip():
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "fedprune_core", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+                          text=True, cwd=cwd)
 
 
 def test_cli_bad_value_exits_2_without_traceback(tmp_path):

@@ -12,9 +12,12 @@ Equivalence with `training.train`, client by client:
 - batches are padded to a common size with per-sample weights (a short last batch is the mean
   over its real samples), and a client with fewer batches sits out the cohort's extra steps
   (parameters and momentum untouched);
-- SGD with momentum is written out as torch.optim.SGD computes it (buf = g on the first step,
-  then buf = momentum * buf + g; p -= lr * buf), with weights and gradients masked as `train`
-  masks them.
+- SGD with momentum is written out as torch.optim.SGD computes it (g += weight_decay * p;
+  buf = g on the first step, then buf = momentum * buf + g; p -= lr * buf), with weights and
+  gradients masked, and gradients clipped per client, as `train` masks and clips them;
+- batch norm's training statistics are over each client's real samples (padding has weight 0),
+  as its batches' in `train`; group norm's groups are over the sub-model's channels (the unit
+  masks of its kept units, `CohortJob.keep_masks`).
 A pruned sub-model (HeteroFL-style, Diao et al. 2021) is a full-width model whose dropped units
 have zero weights and biases, held there by its mask: a dropped unit outputs 0 and contributes
 nothing, so the masked full-width model computes what the sub-model computes.
@@ -59,6 +62,8 @@ class CohortJob:
     widths: each step's nested widths per group, called once a step (FjORD), or None;
     classes: the classes of the client's loss (masked cross-entropy), or None for all;
     flops_per_sample: training FLOPs of a sample at the given widths (None: the whole model).
+    keep_masks: a structured sub-model's kept units, a 0/1 mask per group over the global
+        width, for models whose group norm must see them (None: not needed).
     """
 
     init: torch.Tensor
@@ -70,6 +75,7 @@ class CohortJob:
     widths: Optional[Callable[[], list[int]]] = None
     classes: Optional[torch.Tensor] = None
     flops_per_sample: Optional[Callable[[Optional[list[int]]], int]] = None
+    keep_masks: Optional[list[torch.Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -91,12 +97,13 @@ def train_prepared(setup, prepared: list[Prepared]) -> list[Trained]:
     if not prepared:
         return []
     start = time.perf_counter()
-    hp = setup.training
+    hp = setup.training.for_round(prepared[0].round_idx)
     jobs = [_job(setup, p) for p in prepared]
     template = _template(setup.layout.spec)
     try:
         out = train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, hp.batch_size,
-                           setup.info, distill=setup.local_method.distill)
+                           setup.info, distill=setup.local_method.distill,
+                           weight_decay=hp.weight_decay, grad_clip_norm=hp.grad_clip_norm)
     except DivergenceError as err:
         raise diverged(setup, prepared[0].round_idx, err) from None
     share = (time.perf_counter() - start) / len(prepared)
@@ -118,6 +125,11 @@ def _job(setup, p: Prepared) -> CohortJob:
         init = torch.zeros(setup.layout.size, device=p.start.device)
         mask = torch.zeros(setup.layout.size, device=p.start.device)
         init[plan.coords], mask[plan.coords] = p.start, 1.0
+        spec = setup.layout.spec
+        if any(layer.kind == "gn" for layer in spec.layers):
+            hooks["keep_masks"] = [
+                torch.zeros(w, device=init.device).index_fill_(0, plan.keep[g].to(init.device), 1.0)
+                for g, w in spec.widths.items()]
         return CohortJob(init, mask, p.slot.data, p.generator, name, **hooks)
     mask = None if p.masks is None else torch.cat([m.flatten() for m in p.masks])
     return CohortJob(p.start, mask, p.slot.data, p.generator, name, **hooks)
@@ -132,7 +144,8 @@ def _template(spec) -> torch.nn.Module:
 
 def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, momentum: float,
                  local_epochs: int, batch_size: int, info: DatasetInfo,
-                 distill: bool = False) -> list[tuple[torch.Tensor, float, int]]:
+                 distill: bool = False, weight_decay: float = 0.0,
+                 grad_clip_norm: float = 0.0) -> list[tuple[torch.Tensor, float, int]]:
     """Local SGD of every job at once, equivalent to `training.train` on each job separately.
 
     Args:
@@ -142,6 +155,7 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
         lr, momentum, local_epochs, batch_size: as in `ExperimentConfig`.
         info: the dataset's normalisation.
         distill: FjORD's self-distillation (a job's steps with drawn widths).
+        weight_decay, grad_clip_norm: as in `LocalTraining` (the round's values).
 
     Returns:
         Per job, in order: the trained full-size flat vector, the mean loss over its steps and
@@ -169,6 +183,7 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
     extras = _Extras(template.spec, jobs, info.num_classes, device)
     step_fn = vmap(grad_and_value(_weighted_loss(template, distill), has_aux=True),
                    in_dims=(0, 0, 0, 0, *extras.in_dims))
+    clip = grad_clip_norm if grad_clip_norm > 0 else None
     template.train()
     buf, total = None, torch.zeros(len(jobs), device=device)
     flops = [0] * len(jobs)
@@ -178,9 +193,10 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
         x = normalize(images[index.flatten()], info).reshape(*index.shape, *images.shape[1:])
         unit_masks = extras.step(active, weight, flops, distill)
         grads, (_, loss) = step_fn(_unflatten(params, names, shapes), x, labels[index], weight,
-                                   extras.scales, unit_masks, extras.class_bias)
+                                   extras.scales, unit_masks, extras.keep, extras.class_bias)
         grad = torch.cat([grads[n].flatten(1) for n in names], dim=1)
-        params, buf = _sgd_step(params, grad, buf, mask, active[:, None], lr, momentum)
+        params, buf = _sgd_step(params, grad, buf, mask, active[:, None], lr, momentum,
+                                weight_decay, clip)
         total += torch.where(active, loss, 0.0)
     return [(p, loss, f) for (p, loss), f in zip(
         _results(params, total, schedule.steps,
@@ -189,8 +205,10 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
 
 class _Extras:
     """The width methods' per-client inputs of a step, stacked for vmap (None where no job
-    uses one): scales [clients, groups], unit masks [clients, width] per group, and an additive
-    class mask [clients, classes] (0 for a client's classes, a large negative value else)."""
+    uses one): scales [clients, groups], unit masks [clients, width] per group (a step's drawn
+    widths times the kept units), the kept units alone [clients, width] per group (a
+    distilling teacher's), and an additive class mask [clients, classes] (0 for a client's
+    classes, a large negative value else)."""
 
     def __init__(self, spec, jobs: list[CohortJob], num_classes: int, device):
         self.jobs, self.device, self.groups = jobs, device, spec.groups
@@ -208,7 +226,14 @@ class _Extras:
                     absent[j.classes.to(device)] = False
                     self.class_bias[k, absent] = -1e9
         self.nested = any(j.widths is not None for j in jobs)
-        self.in_dims = (0 if self.scales is not None else None, 0 if self.nested else None,
+        self.keep = None
+        if any(j.keep_masks is not None for j in jobs):
+            self.keep = [torch.stack([j.keep_masks[i] if j.keep_masks is not None
+                                      else torch.ones(full, device=device) for j in jobs])
+                         for i, full in enumerate(self.full)]
+        masked = self.nested or self.keep is not None
+        self.in_dims = (0 if self.scales is not None else None, 0 if masked else None,
+                        0 if self.keep is not None else None,
                         0 if self.class_bias is not None else None)
 
     def step(self, active: torch.Tensor, weight: torch.Tensor, flops: list[int],
@@ -225,11 +250,12 @@ class _Extras:
                 flops[k] += int(samples[k]) * (job.flops_per_sample(drawn)
                                                + (job.flops_per_sample(None) if teacher else 0))
         if not self.nested:
-            return None
-        return [torch.stack([(torch.arange(full, device=self.device)
-                              < (w[i] if w is not None else full)).to(torch.float32)
-                             for w in widths])
-                for i, full in enumerate(self.full)]
+            return self.keep
+        masks = [torch.stack([(torch.arange(full, device=self.device)
+                               < (w[i] if w is not None else full)).to(torch.float32)
+                              for w in widths])
+                 for i, full in enumerate(self.full)]
+        return masks if self.keep is None else [m * k for m, k in zip(masks, self.keep)]
 
 
 def _parameter_spec(template: torch.nn.Module, size: int) -> tuple[list[str], list[tuple]]:
@@ -257,13 +283,14 @@ def _weighted_loss(template: torch.nn.Module, distill: bool):
         return (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
 
     def loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             weight: torch.Tensor, scales, unit_masks, class_bias):
+             weight: torch.Tensor, scales, unit_masks, keep_masks, class_bias):
         def logits(masks):
             out = functional_call(template, params, (x,),
-                                  {"scales": scales, "unit_masks": masks})
+                                  {"scales": scales, "unit_masks": masks,
+                                   "sample_weight": weight})
             return out if class_bias is None else out + class_bias
         if distill and unit_masks is not None:
-            teacher = logits(None)
+            teacher = logits(keep_masks)
             teacher_loss = mean(F.cross_entropy(teacher, y, reduction="none"), weight)
             targets = teacher.detach().softmax(1)
             student = mean(F.cross_entropy(logits(unit_masks), targets, reduction="none"),
@@ -276,11 +303,18 @@ def _weighted_loss(template: torch.nn.Module, distill: bool):
 
 def _sgd_step(params: torch.Tensor, grad: torch.Tensor, buf: Optional[torch.Tensor],
               mask: Optional[torch.Tensor], active: torch.Tensor, lr: float,
-              momentum: float) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """torch.optim.SGD's update (no dampening, no weight decay, no Nesterov) on the stacked
-    parameters; inactive clients keep their parameters and momentum."""
+              momentum: float, weight_decay: float = 0.0, clip: Optional[float] = None
+              ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """torch.optim.SGD's update (no dampening, no Nesterov) on the stacked parameters, each
+    client's gradient clipped to `clip` as torch.nn.utils.clip_grad_norm_ clips; inactive
+    clients keep their parameters and momentum."""
     if mask is not None:
         grad = grad * mask
+    if clip is not None:
+        norm = grad.norm(dim=1, keepdim=True)
+        grad = grad * (clip / (norm + 1e-6)).clamp(max=1.0)
+    if weight_decay != 0.0:
+        grad = grad + weight_decay * params
     if momentum != 0.0:
         # Every client that trains at all has a batch at step 0, so step 0 is everyone's first.
         step = grad if buf is None else torch.where(active, buf * momentum + grad, buf)

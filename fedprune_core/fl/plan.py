@@ -47,14 +47,15 @@ def full_plan(layout: ParamLayout, device="cpu") -> Plan:
 
 def structured_plan(layout: ParamLayout, keep: dict[str, torch.Tensor], ratio: float) -> Plan:
     """The sub-model keeping the given units of each group (the server rebuilds it from the
-    kept-unit lists on the wire)."""
+    kept-unit lists on the wire). Every row of a group keeps the group's units: the rows adding
+    into one residual stream, and the norm rows on it, keep one channel set."""
     spec = layout.spec
     sub = spec.with_widths({g: len(idx) for g, idx in keep.items()})
-    full_widths = {layer.name: layer.width for layer in spec.layers if layer.name in keep}
-    index_of = {layer.name: i for i, layer in enumerate(spec.layers)}
+    full = {**spec.widths, spec.layers[-1].name: spec.num_classes}
+    full_widths = {g: full[g] for g in full if g in keep}
     coords, segments = [], []
     for s in layout:
-        local = _sub_tensor_positions(s, index_of[s.layer], keep, spec)
+        local = _sub_tensor_positions(s, spec.index[s.layer], keep, spec)
         coords.append(local + s.offset)
         segments.append(len(local))
     return Plan("structured", ratio, sub, torch.cat(coords), segments, keep=keep,
@@ -79,10 +80,13 @@ def output_classes(plan: Plan) -> Optional[torch.Tensor]:
 
 def _sub_tensor_positions(s: ParamSpec, index: int, keep: dict[str, torch.Tensor],
                           spec: ModelSpec) -> torch.Tensor:
-    """Flat positions, in the global tensor, of the sub-model tensor's elements (row-major)."""
+    """Flat positions, in the global tensor, of the sub-model tensor's elements (row-major).
+    A tensor's rows are its row's group's units (a norm row's: its input's); a weight's
+    columns are its input group's units, each bringing unit_size features."""
     device = next(iter(keep.values())).device
-    out_idx = keep[s.layer] if s.layer in keep else torch.arange(s.shape[0], device=device)
-    if not s.is_weight:
+    group = spec.group_of(index)
+    out_idx = keep[group] if group in keep else torch.arange(s.shape[0], device=device)
+    if not s.is_weight:  # a bias, or a norm's affine weight or bias: one value a unit
         return out_idx
     in_total, in_group = s.shape[1], spec.input_group(index)
     if in_group is None:

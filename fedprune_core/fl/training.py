@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -19,13 +19,34 @@ class DivergenceError(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """A client's own hyper-parameters."""
+    """A client's own hyper-parameters.
+
+    The learning rate may follow a step schedule over rounds (`lr_milestones`, as
+    torch.optim.lr_scheduler.MultiStepLR stepped once a round, the way HeteroFL and FjORD decay
+    it): round r trains with lr x lr_gamma^(number of milestones m < r), so the rounds after
+    milestone m use the decayed rate. The rate is a pure function of the round (resume and a
+    deployment's nodes train with the same one). Training needs the round's hyper-parameters,
+    `for_round(r)`; `train` refuses a schedule that has not been resolved for a round."""
 
     lr: float = 0.01
     momentum: float = 0.0
     local_epochs: int = 2
     batch_size: int = 64
     masked_ce: bool = False  # HeteroFL's masked cross-entropy: the loss over own classes only
+    weight_decay: float = 0.0  # L2 penalty, as torch.optim.SGD adds it to the gradient
+    grad_clip_norm: float = 0.0  # clip each step's gradient to this L2 norm (0 = off)
+    lr_milestones: tuple[int, ...] = ()  # rounds after which the lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+
+    def lr_at(self, round_idx: int) -> float:
+        """The client learning rate of round `round_idx` (1-based)."""
+        return self.lr * self.lr_gamma ** sum(m < round_idx for m in self.lr_milestones)
+
+    def for_round(self, round_idx: int) -> "LocalTraining":
+        """The hyper-parameters clients train with in round `round_idx`: its lr, no schedule."""
+        if not self.lr_milestones:
+            return self
+        return replace(self, lr=self.lr_at(round_idx), lr_milestones=())
 
 
 def train(model: torch.nn.Module, data: TensorDataset, info: DatasetInfo, hp: LocalTraining,
@@ -39,8 +60,16 @@ def train(model: torch.nn.Module, data: TensorDataset, info: DatasetInfo, hp: Lo
     (masked cross-entropy): the model's outputs are these classes, in this order, and the
     client's labels are mapped onto them.
 
+    Weight decay as torch.optim.SGD's; with `grad_clip_norm` each step's gradient (after the
+    masks, before the step) is clipped to that L2 norm over the whole model (HeteroFL clips at
+    1). Batch norm trains on each batch's own statistics (static batch norm, fl/evaluate.py).
+
     Returns (the mean training loss over all steps, the training FLOPs of the steps taken)."""
-    opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum)
+    if hp.lr_milestones:
+        raise ValueError("train: an lr schedule (lr_milestones) must be resolved for the round "
+                         "first: pass LocalTraining.for_round(round_idx)")
+    opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
+                          weight_decay=hp.weight_decay)
     params = list(model.parameters())
     if masks is not None:
         _apply(params, masks)
@@ -65,6 +94,8 @@ def train(model: torch.nn.Module, data: TensorDataset, info: DatasetInfo, hp: Lo
             if masks is not None:
                 for p, m in zip(params, masks):
                     p.grad.mul_(m)
+            if hp.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, hp.grad_clip_norm)
             opt.step()
             if masks is not None:
                 _apply(params, masks)

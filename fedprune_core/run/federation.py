@@ -2,7 +2,10 @@
 client profiles, the round deadline, and the methods the configuration names.
 
 This is the one place where the configuration is turned into the federated core's inputs:
-each method gets only its own hyper-parameters (methods.registry.build).
+each method gets only its own hyper-parameters (methods.registry.build). For models with static
+batch norm the test set also carries the training samples evaluation takes its statistics from
+(fl/evaluate.py `EvalSet`: the clients' data, or `norm_stats_samples` of it drawn from the
+seeded "norm_stats" stream).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import parse_milestones
 from ..config import ExperimentConfig
 from ..data.catalog import DATASETS
 from ..data.loading import (TensorDataset, class_counts, load_dataset, natural_test_set,
                             natural_writers, partition, subsample)
+from ..fl.evaluate import EvalSet
 from ..fl.plan import kept_units
 from ..fl.round import ClientSlot, Cohort, RoundSetup
 from ..fl.state import ServerState
@@ -25,7 +30,7 @@ from ..fl.threads import resolve_threads
 from ..fl.training import LocalTraining
 from ..methods import build
 from ..models.net import ParamLayout, init_flat_params
-from ..models.zoo import model_spec
+from ..models.zoo import spec_for
 from ..rng import torch_generator
 from .widths import width_bins
 
@@ -51,7 +56,8 @@ def method_names(cfg: ExperimentConfig) -> dict[str, str]:
     """The registered method of each kind that the configuration selects."""
     extract = {"none": "none", "unstructured": "magnitude"}.get(cfg.pruning_mode,
                                                                cfg.structured_selection)
-    ratio = ("none" if cfg.pruning_mode == "none" else "online" if cfg.adaptive_ratio_online
+    ratio = ("none" if cfg.pruning_mode == "none" else "levels" if cfg.width_levels
+             else "online" if cfg.adaptive_ratio_online
              else "warm_start" if cfg.adaptive_ratio else "fixed")
     return {"extract": extract, "compress": cfg.sparsify_method,
             "aggregate": cfg.aggregation, "ratio": ratio, "train": cfg.local_training}
@@ -73,7 +79,7 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         test = natural_test_set(test, natural_writers(groups, cfg.num_clients, cfg.seed))
     client_data = [TensorDataset(train.images[p].to(device), train.labels[p].to(device))
                    for p in parts]
-    layout = ParamLayout(model_spec(cfg.model, info))
+    layout = ParamLayout(spec_for(cfg))
     profiles = make_profiles(cfg)
     samples = [len(p) for p in parts]
     deadline = cfg.round_deadline_sec
@@ -92,7 +98,8 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline,
         engine=cfg.engine, workers=resolve_threads(cfg.num_threads))
     test = _test_subset(test, cfg)
-    test = TensorDataset(test.images.to(device), test.labels.to(device))
+    test = EvalSet(test.images.to(device), test.labels.to(device),
+                   norm_data=_norm_data(cfg, layout, client_data))
     return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
                       layout, profiles, full_times, setup,
                       _deployed_widths(cfg, setup, full_times))
@@ -104,6 +111,21 @@ def _test_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
         return test
     keep = subsample(test.labels, cfg.test_samples / len(test), cfg.seed)
     return TensorDataset(test.images[keep], test.labels[keep])
+
+
+def _norm_data(cfg: ExperimentConfig, layout: ParamLayout,
+               client_data: list[TensorDataset]):
+    """The training samples static batch norm's evaluation statistics come from: every
+    client's, or `norm_stats_samples` of them (seeded); None for models without batch norm."""
+    if not any(layer.kind == "bn" for layer in layout.spec.layers):
+        return None
+    images = torch.cat([d.images for d in client_data])
+    labels = torch.cat([d.labels for d in client_data])
+    if 0 < cfg.norm_stats_samples < len(labels):
+        pick = torch.randperm(len(labels), generator=torch_generator(cfg.seed, "norm_stats"))
+        pick = torch.sort(pick[:cfg.norm_stats_samples])[0].to(labels.device)
+        images, labels = images[pick], labels[pick]
+    return TensorDataset(images, labels)
 
 
 def _deployed_widths(cfg: ExperimentConfig, setup: RoundSetup, full_times) -> list:
@@ -118,7 +140,11 @@ def _deployed_widths(cfg: ExperimentConfig, setup: RoundSetup, full_times) -> li
 
 
 def build_training(cfg: ExperimentConfig) -> LocalTraining:
-    return LocalTraining(cfg.lr, cfg.momentum, cfg.local_epochs, cfg.batch_size, cfg.masked_ce)
+    """The clients' hyper-parameters; a schedule (lr_milestones) is resolved per round by
+    LocalTraining.for_round."""
+    return LocalTraining(cfg.lr, cfg.momentum, cfg.local_epochs, cfg.batch_size, cfg.masked_ce,
+                         cfg.weight_decay, cfg.grad_clip_norm,
+                         parse_milestones(cfg.lr_milestones), cfg.lr_gamma)
 
 
 def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> float:
