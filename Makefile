@@ -41,7 +41,7 @@ help:
 	@echo "  make run          default hybrid experiment through papermill + its HTML report"
 	@echo "  make test         the test suite (real MNIST: set FEDPRUNE_DATA_ROOT)"
 	@echo "  make ablations    every params/ablations/*.yaml (ROUNDS= SEEDS= JOBS= FORCE=1 BACKEND=)"
-	@echo "  make reproduce    McMahan et al. 2017's non-IID MNIST CNN rows (params/reproduce/): hours"
+	@echo "  make reproduce    a published table rerun: PAPER=mcmahan|heterofl|fjord (params/reproduce/<paper>/)"
 	@echo "  make analysis     dissertation figures and tables into results/analysis/"
 	@echo "  make report       HTML reports of the analysis and every run notebook"
 	@echo "  make report-pdf   the same as PDF (installs headless Chromium)"
@@ -63,6 +63,9 @@ $(STAMP): pyproject.toml
 		metadata.toc-autonumbering metadata.varInspector metadata.vscode metadata.jupytext \
 		cell.metadata.jp-MarkdownHeadingCollapsed cell.metadata.jupyter cell.metadata.editable \
 		cell.metadata.deletable cell.metadata.slideshow cell.metadata.trusted"; fi
+	mkdir -p $(VENV)/etc/jupyter && echo \
+		'{"ContentsManager": {"post_save_hook": "fedprune_core.tools.notebook.refresh_git_index"}}' \
+		> $(VENV)/etc/jupyter/jupyter_server_config.json
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -77,13 +80,21 @@ test: $(STAMP) test-deps
 ablations: $(STAMP)
 	$(PY) -m fedprune_core batch run --params $(ABLATIONS) $(BATCH_FLAGS)
 
-# McMahan et al. 2017, Table 2 (params/reproduce/*.yaml), then the table beside the paper's in
-# results/reproduce/. Hours on a laptop CPU (README: "The published table, rerun").
-reproduce: BATCH = reproduce
+# A published table rerun (README: "The published tables, rerun"): PAPER=mcmahan (McMahan et al.
+# 2017, Table 2; the default), heterofl (HeteroFL's CIFAR-10 model mixes) or fjord (FjORD's
+# accuracy at each width, 3 seeds). Runs params/reproduce/$(PAPER)/*.yaml as the batch
+# reproduce_$(PAPER), then writes the table beside the paper's numbers into that batch's folder,
+# results/reproduce_$(PAPER)/reproduce.{csv,md,tex}. Hours to days on a CPU.
+PAPER ?= mcmahan
+PAPER_SEEDS = $(if $(filter fjord,$(PAPER)),0 1 2,0)
+reproduce: BATCH = reproduce_$(PAPER)
+reproduce: SEEDS := $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),$(PAPER_SEEDS))
 reproduce: $(STAMP)
-	$(PY) -m fedprune_core batch run --params params/reproduce/*.yaml $(BATCH_FLAGS)
+	@test -d params/reproduce/$(PAPER) || { echo "error: PAPER: $(PAPER) is not allowed; \
+		allowed: $$(ls params/reproduce | tr '\n' ' ')" >&2; exit 2; }
+	$(PY) -m fedprune_core batch run --params params/reproduce/$(PAPER)/*.yaml $(BATCH_FLAGS)
 	$(PY) -c "from fedprune_core.analysis import write_reproduce; \
-		write_reproduce('$(or $(RESULTS),results)')"
+		write_reproduce('$(or $(RESULTS),results)/$(BATCH)', paper='$(PAPER)')"
 
 # The width study (params/width_study/): FedAvg, the default hybrid, its width remedies and
 # sparsification alone on the default federation, 5 seeds; then its paired table.

@@ -39,10 +39,14 @@ def run_name(label: str, seed: int) -> str:
 
 def write_run(results_dir: Path, label: str, seed: int, accuracy: list[float],
               wall_time: float = 10.0, finished: bool = True, name: str | None = None,
-              config: dict | None = None) -> Path:
+              config: dict | None = None, byte_fraction: float | None = None,
+              flop_fraction: float | None = None) -> Path:
     """Write one run folder (named `name`, default from label and seed, with `config` changes
-    to its config.json); without summary.json when not `finished`."""
+    to its config.json); without summary.json when not `finished`. A label not in
+    BYTE_FRACTION / FLOP_FRACTION needs `byte_fraction` and `flop_fraction`."""
     prunes = label != "FedAvg"
+    byte_fraction = BYTE_FRACTION[label] if byte_fraction is None else byte_fraction
+    flop_fraction = FLOP_FRACTION[label] if flop_fraction is None else flop_fraction
     folder = Path(results_dir) / (name or run_name(label, seed))
     folder.mkdir(parents=True)
     config = {"run_name": folder.name, "seed": seed, "rounds": len(accuracy),
@@ -53,7 +57,7 @@ def write_run(results_dir: Path, label: str, seed: int, accuracy: list[float],
               "_meta": {"git_commit": "abc123", "created": "2025-01-01T00:00:00"},
               **(config or {})}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    metrics = _metrics(accuracy, BYTE_FRACTION[label], FLOP_FRACTION[label], wall_time)
+    metrics = _metrics(accuracy, byte_fraction, flop_fraction, wall_time)
     metrics.to_csv(folder / "metrics.csv", index=False)
     _clients(len(accuracy), seed, prunes).to_csv(folder / "clients.csv", index=False)
     _partition().to_csv(folder / "partition.csv", index=False)
@@ -136,6 +140,10 @@ def _summary(name: str, label: str, seed: int, metrics: pd.DataFrame) -> dict:
             "total_downlink_mb": last["cumulative_downlink_bytes"] / 1e6,
             "total_client_train_gflops": gflops, "total_dense_client_train_gflops": dense_gflops,
             "flop_saving_pct": 100 * (1 - gflops / dense_gflops),
+            "compression_x_trained": dense_mb / uplink_mb * (gflops / dense_gflops),
+            "client_train_gflops_per_update": gflops / len(metrics) / CLIENTS_PER_ROUND,
+            "pruning_ratio_mean": float(metrics["avg_pruning_ratio"].mean()),
+            "tail_rounds": int(min(5, acc.notna().sum())),
             "wall_time_sec": float(last["elapsed_sec"]),
             "simulated_time_sec": float(last["cumulative_simulated_time_sec"]),
             "artifacts": {"metrics": "metrics.csv", "summary": "summary.json"}}
@@ -153,3 +161,42 @@ def make_fake_results(results_dir: Path, labels: tuple[str, ...] | None = None) 
     (results_dir / "batch_ablations" / "batch.json").write_text('{"runs": []}')
     (results_dir / ".gitkeep").write_text("")
     return results_dir
+
+
+# Twelve methods as the ablations label them (config.method_label), with the share of dense
+# bytes and FLOPs each sends and trains: a batch like `make ablations` writes.
+BATCH_METHODS = {
+    "FedAvg": (1.0, 1.0),
+    "Prune(unstructured 0.5)": (1.0, 1.0),
+    "Prune(structured 0.4 adaptive)": (0.6, 0.6),
+    "Sparsify(topk 0.9)": (0.12, 1.0),
+    "Sparsify(topk 0.95)": (0.07, 1.0),
+    "Sparsify(topk 0.99)": (0.02, 1.0),
+    "Sparsify(random 0.95)": (0.07, 1.0),
+    "Sparsify(stc 0.95)": (0.02, 1.0),
+    "QSGD(qsgd s=16 b=512)": (0.19, 1.0),
+    "Hybrid(structured 0.4 adaptive + cost_weighted 0.95)": (0.04, 0.6),
+    "Hybrid(structured 0.4 adaptive + cost_weighted 0.95 no-EF)": (0.04, 0.6),
+    "Hybrid(rolex 0.4 adaptive + topk 0.95)": (0.04, 0.6),
+}
+
+
+def make_fake_batch(results_dir: Path, batch: str = "ablations", seeds=(0, 1),
+                    rounds: int = 20, methods: dict | None = None) -> Path:
+    """A batch's folder as `batch run` leaves it: results/<batch>/<stem>_s<seed>/ for every
+    method and seed (accuracy rising to a plateau that differs by method), plus its grid.jsonl
+    and logs/. Returns results/<batch>."""
+    folder = Path(results_dir) / batch
+    methods = BATCH_METHODS if methods is None else methods
+    for i, (label, (byte_fraction, flop_fraction)) in enumerate(methods.items()):
+        for seed in seeds:
+            plateau = 92.0 - 2.5 * i + 1.5 * seed
+            accuracy = [round(plateau * (1 - math.exp(-(r + 1) / 4)) + (r % 3) - 1, 2)
+                        for r in range(rounds)]
+            write_run(folder, label, seed, accuracy, wall_time=rounds * (2 + flop_fraction),
+                      name=f"m{i:02d}_s{seed}", byte_fraction=byte_fraction,
+                      flop_fraction=flop_fraction,
+                      config={"rounds": rounds, "num_clients": 20, "clients_per_round": 10})
+    (folder / "grid.jsonl").write_text("")
+    (folder / "logs").mkdir(exist_ok=True)
+    return folder

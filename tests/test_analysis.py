@@ -7,10 +7,11 @@ import warnings
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from fedprune_core import analysis
-from fake_runs import ACCURACY, make_fake_results, write_run
+from fake_runs import ACCURACY, BATCH_METHODS, make_fake_batch, make_fake_results, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
@@ -215,9 +216,9 @@ def _png_dpi(path: Path) -> float:
         return image.info["dpi"][0]
 
 
-FIGURES = ("accuracy_vs_round", "accuracy_vs_uplink", "accuracy_vs_flops",
-           "client_pruning_ratios", "partition")
-TABLES = ("methods", "methods_stats", "runs")
+FIGURES = ("tail_vs_uplink", "tail_vs_flops", "accuracy_vs_round", "accuracy_vs_uplink",
+           "accuracy_vs_flops", "client_pruning_ratios", "partition")
+TABLES = ("methods", "methods_stats", "runs", "paired", "legend")
 
 
 def test_analyze_writes_every_table_and_figure(outputs):
@@ -258,22 +259,68 @@ def test_notebook_is_thin_clean_and_parameterized():
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     import papermill
     params = papermill.inspect_notebook(str(NOTEBOOK))
-    assert params["results_dir"]["default"] == '"results"'
-    assert params["target_accuracy"]["default"] == "90.0"
-    assert params["out_dir"]["default"] == "None"
+    assert {name: p["default"] for name, p in params.items()} == {
+        "results_dir": '"results"', "batch": "None", "baseline": '"FedAvg"', "bands": '"auto"',
+        "target_accuracy": "90.0", "out_dir": "None"}
 
 
-def test_notebook_runs_under_papermill(tmp_path):
+@pytest.fixture(scope="module")
+def analysed_notebook(tmp_path_factory):
+    """The analysis notebook run by papermill on one batch of a results folder that also
+    holds a stray run, then exported to PDF: (results, executed notebook, its PDF or None)."""
     import papermill
-    results = make_fake_results(tmp_path / "results")
-    out_dir = tmp_path / "tables"
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "analysis.ipynb"),
-                               parameters={"results_dir": str(results), "out_dir": str(out_dir),
-                                           "target_accuracy": 90.0},
+
+    from fedprune_core.tools.reports import export_pdf, find_chromium
+
+    results = tmp_path_factory.mktemp("notebook") / "results"
+    make_fake_results(results / "ablations")
+    write_run(results, "FedAvg", 0, [10.0, 20.0, 30.0], name="smoke_test")  # not in the batch
+    out = results / "ablations" / "analysis" / "analysis.ipynb"
+    out.parent.mkdir(parents=True)
+    papermill.execute_notebook(str(NOTEBOOK), str(out),
+                               parameters={"results_dir": str(results), "batch": "ablations",
+                                           "bands": "ci95"},
                                kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    return results, out, export_pdf(out) if find_chromium() else None
+
+
+def test_notebook_runs_under_papermill_on_one_batch(analysed_notebook):
+    results, notebook, _ = analysed_notebook
+    out_dir = results / "ablations" / "analysis"
     methods = (out_dir / "methods.md").read_text()
-    assert "93.00 ± 12.71" in methods
-    assert (out_dir / "methods.tex").exists() and (out_dir / "partition.png").exists()
+    assert "93.00 ± 12.71" in methods  # the stray run did not join FedAvg's seeds
+    assert (out_dir / "methods.tex").exists() and (out_dir / "tail_vs_uplink.png").exists()
+    runs = (out_dir / "runs.csv").read_text()
+    assert "smoke_test" not in runs and len(runs.splitlines()) == 1 + 4
+    assert not (results / "analysis").exists()
+    nb = nbformat.read(notebook, as_version=4)
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if "image/png" in o.get("data", {})]
+    assert len(images) == len(FIGURES)
+    assert all(o.metadata["image/png"].get("alt") for o in images)  # alternative text
+
+
+def test_the_analysis_pdf_keeps_every_column_and_leaves_no_page_blank(analysed_notebook):
+    """The runs table's last column was cut, a page was blank, a heading ended a page."""
+    from pdf_checks import blank_pages, headings_ending_a_page, pages_text, split_images
+
+    _, notebook, pdf = analysed_notebook
+    if pdf is None:
+        pytest.skip("needs headless Chromium (make pdf-deps)")
+    pages = pages_text(pdf)
+    text = "\n".join(pages)
+    runs = pd.read_csv(pdf.parent / "runs.csv")
+    for tail, simulated in zip(runs.tail_test_accuracy, runs.simulated_time_sec):
+        # a run's row (found by its tail accuracy) ends with its last column
+        line = next(line for line in text.splitlines() if f" {tail:.2f} " in line)
+        assert line.rstrip().endswith(f" {simulated:,.0f}"), line
+    assert blank_pages(pdf) == []
+    assert split_images(pdf) == []
+    headings = [line.lstrip("# ").strip() for c in nbformat.read(notebook, 4).cells
+                if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("#")]
+    assert headings_ending_a_page(pages, headings) == []
+    assert len(pages) <= 9, len(pages)
 
 
 # ---------------------------------------------------------------- run folders not to be believed
@@ -348,3 +395,127 @@ def test_analysis_into_a_folder_it_cannot_write_is_a_clear_error(results, tmp_pa
     (tmp_path / "file").write_text("keep me")
     with pytest.raises(ConfigError, match="out_dir: .* is not a writable folder"):
         analysis.analyze(results, out_dir=tmp_path / "file" / "analysis")
+
+
+# ---------------------------------------------------------------- one batch, many methods
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Twelve methods x 2 seeds in results/ablations, beside runs that are not the batch's (a
+    3-round smoke run, another batch): analysed as the batch, and as every run."""
+    results = tmp_path_factory.mktemp("batch") / "results"
+    make_fake_batch(results, "ablations")
+    make_fake_batch(results, "other", seeds=(0,), rounds=4,
+                    methods={"FedAvg": (1.0, 1.0)})
+    write_run(results, "FedAvg", 0, [50.0, 60.0, 70.0], name="smoke_test",
+              config={"rounds": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = analysis.load_runs(results / "ablations")
+    return results, runs, analysis.analyze(results, batch="ablations")
+
+
+def test_analysis_of_a_batch_sees_only_its_runs(batch):
+    results, _, outputs = batch
+    assert outputs["out_dir"] == results / "ablations" / "analysis"
+    assert outputs["notes"] == []  # no stray run split FedAvg into experiments
+    runs = (outputs["out_dir"] / "runs.csv").read_text().splitlines()[1:]
+    assert len(runs) == 12 * 2 and all(row.startswith("m") for row in runs)
+    methods = (outputs["out_dir"] / "methods.csv").read_text()
+    assert "FedAvg [" not in methods and "smoke_test" not in methods
+    with pytest.raises(FileNotFoundError, match="batch: .*nope.* batches in .*ablations"):
+        analysis.analyze(results, batch="nope")
+
+
+def test_every_method_has_its_own_colour_and_marker_in_every_figure():
+    labels = list(BATCH_METHODS) + [f"method {i}" for i in range(48)]
+    styles = analysis.method_styles(labels)
+    pairs = {(s.color, s.marker) for s in styles.values()}
+    assert len(pairs) == len(labels) == 60
+    assert styles["FedAvg"] == analysis.method_styles(["FedAvg"])["FedAvg"]  # baseline first
+    assert analysis.method_styles(reversed(labels)) == styles  # not the order runs were found
+    twelve = analysis.method_styles(list(BATCH_METHODS))
+    assert len({s.color for s in twelve.values()}) == 10  # colours repeat only with new markers
+    assert len({(s.color, s.marker) for s in twelve.values()}) == 12
+
+
+def test_legends_use_short_labels_and_tables_the_full_ones(batch):
+    _, runs, outputs = batch
+    long = ("Hybrid(structured 0.4 adaptive + cost_weighted 0.95) [rounds=20, num_clients=20, "
+            "local_epochs=1, data_fraction=0.2, test_samples=2000, eval_every=2]")
+    short = analysis.short_label(long)
+    assert short.startswith("Hybrid(struct 0.4 adapt + cw 0.95)")
+    assert "[R20 N20 E1 data0.2" in short.replace("\n", " ")
+    assert all(len(line) <= 42 for line in short.split("\n")) and short.count("\n") <= 1
+    assert analysis.short_label("FedAvg [run ablations/fedavg_s3]") == "FedAvg [run fedavg_s3]"
+    mine = "My label for chapter three, structured, adaptive"
+    assert analysis.short_label(mine, given=True).replace("\n", " ") == mine
+    aliases = analysis.label_aliases(runs.summaries)
+    assert len(set(aliases.values())) == len(aliases) == 12
+    legend = (outputs["out_dir"] / "legend.csv").read_text()
+    assert "Hybrid(struct 0.4 adapt + cw 0.95 no-EF)" in legend
+    assert "Hybrid(structured 0.4 adaptive + cost_weighted 0.95 no-EF)" in legend
+    assert "Hybrid(structured 0.4 adaptive + cost_weighted 0.95 no-EF)" in \
+        (outputs["out_dir"] / "methods.csv").read_text()
+
+
+def test_bands_read_at_the_seeds_there_are(batch, results):
+    from fedprune_core.config import ConfigError
+
+    _, runs, outputs = batch
+    assert outputs["bands"] == "std"  # 2 seeds: a 95% t band would be +-12.7 SD
+    assert analysis.resolve_bands("auto", analysis.load_runs(results)) == "std"
+    assert analysis.resolve_bands("ci95", runs) == "ci95"
+    write_run(results / "single", "FedAvg", 0, [50.0])
+    assert analysis.resolve_bands("auto", analysis.load_runs(results / "single")) == "none"
+    with pytest.raises(ConfigError, match="bands: 'wide' is not allowed"):
+        analysis.resolve_bands("wide", runs)
+
+
+def _legend_inside(fig) -> list[str]:
+    """The figure's legend texts, after checking the legend lies inside the canvas."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box, canvas = legend.get_window_extent(renderer), fig.bbox
+    assert canvas.x0 - 1 <= box.x0 and box.x1 <= canvas.x1 + 1, (box, canvas)
+    assert canvas.y0 - 1 <= box.y0 and box.y1 <= canvas.y1 + 1, (box, canvas)
+    for ax in fig.axes:  # the legend is below the axes, not over them
+        if ax.get_visible():
+            assert box.y1 <= ax.get_window_extent(renderer).y0 + 1
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_figure_legends_name_every_line_and_stay_inside_the_canvas(batch):
+    _, runs, _ = batch
+    aliases = analysis.label_aliases(runs.summaries)
+    fig = analysis.accuracy_figure(runs, "round", "Round", target_accuracy=90.0)
+    texts = _legend_inside(fig)
+    assert set(aliases.values()) <= set(texts)
+    assert "target 90%" in texts and "band: ±1 SD over seeds" in texts
+    fig = analysis.tail_figure(runs, "total_uplink_mb", "Total uplink per run", "MB")
+    assert set(aliases.values()) == set(_legend_inside(fig))
+
+
+def test_saved_figures_are_300_dpi_and_never_wider_than_a_page_allows(batch):
+    from PIL import Image
+
+    _, _, outputs = batch
+    for name, paths in outputs["figures"].items():
+        with Image.open(paths["png"]) as image:
+            width, height = image.size
+            assert image.info["dpi"][0] == pytest.approx(300, abs=0.5), name
+        assert 1500 <= width <= analysis.figures.MAX_WIDTH * 300 < 4000, (name, width)
+        assert height <= 4000, (name, height)
+        assert analysis.display_width(paths["png"]) == min(980, round(width / 3)), name
+
+
+def test_runs_of_different_lengths_get_a_panel_each(batch):
+    results, _, _ = batch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = analysis.load_runs(results)
+    fig = analysis.accuracy_figure(runs, "round", "Round")
+    panels = {ax.get_title(): ax.get_xlim() for ax in fig.axes if ax.get_visible()}
+    assert panels == {"3-round runs": (0.5, 3.5), "4-round runs": (0.5, 4.5),
+                      "20-round runs": (0.5, 20.5)}

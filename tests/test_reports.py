@@ -250,3 +250,91 @@ def test_pdf_fits_a_wide_table_on_the_page(tmp_path):
     for r in range(5):
         assert f"{r * 100 + 13}.25" in text, f"row {r}: the last column is cut"
     assert _pdf_page_count(pdf.read_bytes()) == 1  # no blank page after the content
+
+
+# --------------------------------------------------------------------------- a report-shaped PDF
+
+def _figure_png(width: int, height: int, shade: int) -> str:
+    """A base64 PNG of a figure's size at 300 DPI (a frame and a diagonal, so it prints ink)."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((40, 40, width - 40, height - 40), outline=(shade, 60, 120), width=12)
+    draw.line((40, height - 40, width - 40, 40), fill=(shade, 60, 120), width=12)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", dpi=(300, 300))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+REPORT_HEADINGS = [f"Section {name}" for name in
+                   ("one table", "two figure", "three figure", "four long table",
+                    "five figure", "six figure", "seven figure")]
+
+
+def _report_notebook(tmp_path: Path) -> Path:
+    """What the analysis report holds, in the order that broke it: a 13-column table, figures
+    of 2100 px at 300 DPI (each a heading and a caption before it), a 30-row table of 18
+    columns, more figures."""
+    def table(rows: int, columns: int, tag: str) -> str:
+        head = "| Method | " + " | ".join(f"Column_{c}" for c in range(columns - 1)) + " |"
+        rule = "|---|" + "---:|" * (columns - 1)
+        body = [f"| Hybrid(structured 0.4 adaptive + cost_weighted 0.95) {tag}{r} | "
+                + " | ".join(f"{r}.{c:02d}" for c in range(columns - 2)) + f" | END{tag}{r} |"
+                for r in range(rows)]
+        return "\n".join([head, rule, *body])
+
+    def figure(k: int):
+        data = {"image/png": _figure_png(2100, 1500 + 37 * k, 40 * k), "text/plain": "<Image>"}
+        return new_output("display_data", data=data,
+                          metadata={"image/png": {"width": 700, "alt": f"figure {k}"}})
+
+    cells, k = [], 0
+    for heading in REPORT_HEADINGS:
+        cells.append(new_markdown_cell(f"## {heading}\n\nA caption of two lines, about what "
+                                       f"follows, as the notebooks write them before each output."))
+        if "table" in heading:
+            tall = "long" in heading
+            md = new_output("display_data", data={"text/markdown": table(
+                30 if tall else 12, 18 if tall else 13, "L" if tall else "S"),
+                "text/plain": "<Markdown>"})
+            cells.append(new_code_cell("show_table()", outputs=[md], execution_count=1))
+        else:
+            k += 1
+            cells.append(new_code_cell("show_figure()", outputs=[figure(k)], execution_count=1))
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path = tmp_path / "report.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_report_pdf_keeps_its_promises_read_back_page_by_page(tmp_path):
+    """Every column printed, no figure split over two pages, no heading alone at the foot of
+    a page, no blank page, no page left mostly empty for want of a figure that would fit."""
+    import shutil
+
+    from pdf_checks import blank_pages, headings_ending_a_page, pages_text, split_images
+
+    if find_chromium() is None or shutil.which("pdftotext") is None:
+        pytest.skip("needs headless Chromium (make pdf-deps) and poppler-utils")
+    pdf = export_pdf(_report_notebook(tmp_path))
+    pages = pages_text(pdf)
+    text = "\n".join(pages)
+    for tag, rows in (("S", 12), ("L", 30)):
+        for r in range(rows):
+            assert f"END{tag}{r}" in text, f"table {tag} row {r}: its last column is cut"
+    assert split_images(pdf) == []
+    assert blank_pages(pdf) == []
+    assert headings_ending_a_page(pages, REPORT_HEADINGS) == []
+    # 5 figures at most about half a page each, two tables: not one page each
+    assert len(pages) <= 6, len(pages)
+    nb = nbformat.read(tmp_path / "report.ipynb", as_version=4)
+    html = reports._render_html(tmp_path / "report.ipynb", True, None)
+    assert html.count('alt="figure ') == 5  # the outputs' alternative text is kept
+    assert "No description has been provided" not in html
+    assert len(nb.cells) == 14

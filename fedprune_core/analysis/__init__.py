@@ -108,16 +108,6 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
 def _check_writable(out_dir: Path) -> None:
     """out_dir must be a folder this process can write, said before the first figure (a
     read-only results folder is a clear error, not a traceback from deep in matplotlib)."""
-    import os
+    from ..checks import writable_folder
 
-    from ..config import ConfigError
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write_test_{os.getpid()}"
-        probe.unlink(missing_ok=True)  # a stale one, of a killed process with this pid
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"out_dir: {out_dir} is not a writable folder ({err.strerror}); "
-                          f"allowed: a folder this user can write (pass out_dir=...)") from None
+    writable_folder(out_dir, "out_dir")

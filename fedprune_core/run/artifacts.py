@@ -33,7 +33,8 @@ from ..config import ExperimentConfig, experiment_differences
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 CLIENT_STATES = "client_states.f32"  # residuals of an unfinished run (fl/store.py)
 FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_curve.png",
-           "experiment_dashboard.png", "partition.png", "class_recall.png", "width_accuracy.png")
+           "experiment_dashboard.png", "partition.png", "class_recall.png", "width_accuracy.png",
+           "clients.png")
 ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "diagnostics.csv", "widths.csv",
              "partition.csv", "run.log", SUMMARY,
              "final_model.pt", CHECKPOINT, CLIENT_STATES, *FIGURES)

@@ -205,6 +205,7 @@ def _finish(cfg, run_dir, fed, state, history: History, log) -> RunResult:
     figures.update(plots.diagnostics_figures(pd.DataFrame(
         history.diagnostics, columns=DIAGNOSTIC_COLUMNS), run_dir, cfg.method_label))
     figures.update(plots.width_figures(width_frame, run_dir, cfg.method_label))
+    figures.update(plots.client_figures(clients, run_dir, cfg.method_label))
     result = summary.summary(fed, state, metrics, clients, width_frame)
     result["artifacts"] = {name: str(run_dir / name) for name in (
         "config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "widths.csv",

@@ -22,13 +22,23 @@ def _accuracy(ax, m: pd.DataFrame):
 
 
 def _compression(ax, m: pd.DataFrame):
+    """The sent fraction (a few percent) and the pruning ratio (tens of percent) on axes of
+    their own, each fit to its data: on one 0-100 axis the first is a line on the floor."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
-    ax.plot(m["round"], 100 * m["avg_transmitted_ratio"], marker="o", ms=3,
-            label="transmitted coordinates (%)")
-    ax.plot(m["round"], 100 * m["avg_pruning_ratio"], marker="s", ms=3,
-            label="pruning ratio (%)")
-    ax.set(xlabel="Round", ylabel="Percent", title="Compression and pruning", ylim=(0, 105))
-    ax.legend(fontsize=8)
+    sent, pruned = m["avg_transmitted_ratio"], m["avg_pruning_ratio"]
+    blue, orange = colormaps["tab10"](0), colormaps["tab10"](1)
+    ax.plot(m["round"], sent, marker="o", ms=3, color=blue,
+            label="sent coordinates / model size")
+    ax.set(xlabel="Round", title="Compression and pruning",
+           ylim=(0, max(1e-6, 1.15 * float(sent.max()))))
+    ax.set_ylabel("Sent fraction", color=blue)
+    right = ax.twinx()
+    right.plot(m["round"], pruned, marker="s", ms=3, color=orange,
+               label="mean pruning ratio")
+    right.set_ylim(0, max(0.05, min(1.0, 1.15 * float(pruned.max()))))
+    right.set_ylabel("Pruning ratio", color=orange)
+    lines = ax.get_lines() + right.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
 
 
@@ -119,11 +129,10 @@ def run_figures(metrics: pd.DataFrame, run_dir: Path, title: str = "") -> dict[s
 
 def diagnostics_figures(diagnostics: pd.DataFrame, run_dir: Path,
                         title: str = "") -> dict[str, Path]:
-    """class_recall.png (recall per class over rounds, a heatmap) and, for structured runs,
-    width_accuracy.png (each used width's sub-model accuracy over rounds)."""
+    """class_recall.png: recall per class over rounds, a heatmap."""
     out = {}
     recall = diagnostics[diagnostics.metric == "class_recall"].pivot(
-        index="key", columns="round", values="value")
+        index="class", columns="round", values="value")
     if not recall.empty:
         fig = Figure(figsize=(max(6, 0.3 * recall.shape[1] + 2), 4))
         ax = fig.subplots()
@@ -134,24 +143,107 @@ def diagnostics_figures(diagnostics: pd.DataFrame, run_dir: Path,
         ax.set(xlabel="Round", ylabel="Class", title="Recall per class of the global model (%)")
         fig.colorbar(image, ax=ax)
         out["class_recall"] = _save(fig, run_dir / "class_recall.png", title)
-    widths = diagnostics[diagnostics.metric == "width_accuracy"]
-    if not widths.empty:
-        fig = Figure(figsize=(6, 4))
-        ax = fig.subplots()
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ratio, group in widths.groupby("key"):
-            ax.plot(group["round"], group["value"], marker="o", ms=2, label=f"{ratio:.2f}")
-        ax.set(xlabel="Round", ylabel="Test accuracy (%)",
-               title="Sub-model accuracy at each used pruning ratio")
-        ax.legend(title="ratio", fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
-        ax.grid(alpha=0.3)
-        out["width_accuracy"] = _save(fig, run_dir / "width_accuracy.png", title)
     return out
+
+
+def width_figures(widths: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:
+    """width_accuracy.png (structured runs, from widths.csv): left, each deployed width's
+    accuracy over the rounds it was evaluated (a colour per width, light to dark as it widens;
+    lines join consecutive evaluations only) against the full width the server holds (black);
+    right, each width's tail accuracy against its training FLOPs a sample."""
+    if widths.empty or widths.ratio.nunique() < 2:
+        return {}
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ratios = sorted(r for r in widths.ratio.unique() if r > 0)
+    shade = colormaps["viridis"]
+    colour = {r: shade(0.15 + 0.7 * i / max(1, len(ratios) - 1))
+              for i, r in enumerate(sorted(ratios, reverse=True))}
+    colour[0.0] = "black"
+    rounds = sorted(widths["round"].unique())
+    position = {r: i for i, r in enumerate(rounds)}
+    for ratio in [0.0, *ratios]:
+        group = widths[widths.ratio == ratio].sort_values("round")
+        name = "full width (server)" if ratio == 0 else f"ratio {ratio:.2f}"
+        # a break wherever the evaluated rounds skip one, so no line bridges a gap
+        runs = (group["round"].map(position).diff() != 1).cumsum()
+        for k, (_, piece) in enumerate(group.groupby(runs)):
+            left.plot(piece["round"], piece["test_accuracy"], marker="o", ms=3,
+                      lw=2 if ratio == 0 else 1, color=colour[ratio],
+                      label=name if k == 0 else None)
+    left.set(xlabel="Round", ylabel="Test accuracy (%)", title="Accuracy at each deployed width")
+    left.grid(alpha=0.3)
+    tail = widths.groupby("ratio").agg(acc=("test_accuracy", "mean"),
+                                       flops=("train_flops_per_sample", "first"))
+    for ratio, row in tail.iterrows():
+        right.scatter(row.flops / 1e6, row.acc, color=colour[ratio], s=40 if ratio else 70,
+                      marker="*" if ratio == 0 else "o", zorder=3)
+    right.plot(tail.flops / 1e6, tail.acc, color="grey", lw=0.8, zorder=1)
+    right.set(xlabel="Training MFLOP a sample at that width",
+              ylabel="Mean over the evaluated rounds (%)", title="Accuracy against compute")
+    right.grid(alpha=0.3)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
+    out = {"width_accuracy": _save(fig, run_dir / "width_accuracy.png", title)}
+    return out
+
+
+def client_figures(clients: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:
+    """clients.png, from clients.csv: a row per client (all that took part), sharing the
+    client axis across five panels: its capability (compute GFLOP/s, uplink Mbit/s, from its
+    profile), then per round it was selected its pruning ratio, its update's uplink kB and its
+    training loss (blank where it was not selected). Reads whether weak clients prune more,
+    send less and train worse. {} when clients.csv has no rows."""
+    if clients.empty:
+        return {}
+    ok = clients[clients["status"] == "ok"] if "status" in clients else clients
+    ids = sorted(clients["client_id"].unique())
+    rounds = sorted(clients["round"].unique())
+    profile = clients.groupby("client_id")[["compute_gflops", "uplink_mbps"]].first() \
+        .reindex(ids)
+    fig = Figure(figsize=(11, min(9.0, max(3.6, 1.6 + 0.16 * len(ids)))), layout="constrained")
+    axes = fig.subplots(1, 5, sharey=True, gridspec_kw={"width_ratios": [1, 1, 2, 2, 2]})
+    y = np.arange(len(ids))
+    for ax, column, label, colour in ((axes[0], "compute_gflops", "Compute (GFLOP/s)",
+                                       colormaps["tab10"](0)),
+                                      (axes[1], "uplink_mbps", "Uplink (Mbit/s)",
+                                       colormaps["tab10"](1))):
+        ax.barh(y, profile[column].to_numpy(), color=colour, height=0.8)
+        ax.set(xlabel=label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_title("Capability", loc="left", fontsize=9)
+    heat = [("pruning_ratio", "Pruning ratio", 1.0, "viridis"),
+            ("uplink_bytes", "Uplink per update (kB)", 1e-3, "magma"),
+            ("train_loss", "Training loss", 1.0, "cividis")]
+    for ax, (column, label, scale, cmap) in zip(axes[2:], heat):
+        grid = (ok.pivot_table(index="client_id", columns="round", values=column,
+                               aggfunc="mean") * scale).reindex(index=ids, columns=rounds)
+        colours = colormaps[cmap].with_extremes(bad="#eeeeee")  # grey: not selected
+        image = ax.imshow(np.ma.masked_invalid(grid.to_numpy(dtype=float)), aspect="auto",
+                          cmap=colours, interpolation="nearest",
+                          extent=(-0.5, len(rounds) - 0.5, len(ids) - 0.5, -0.5))
+        step = max(1, -(-len(rounds) // 10))
+        ax.set_xticks(range(0, len(rounds), step), [str(r) for r in rounds[::step]])
+        ax.set(xlabel="Round")
+        ax.set_title(label, fontsize=9)
+        ax.grid(False)
+        fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02,
+                     aspect=30)
+    step = -(-len(ids) // 40)
+    axes[0].set_yticks(y[::step], [str(i) for i in ids[::step]])
+    axes[0].set_ylim(len(ids) - 0.5, -0.5)  # client 0 on top, as in the heatmaps
+    axes[0].set_ylabel("Client")
+    if title:
+        fig.suptitle(f"Clients: {title} (grey: not selected that round)", fontsize=9)
+    fig.savefig(run_dir / "clients.png", dpi=DPI)
+    return {"clients": run_dir / "clients.png"}
 
 
 def _save(fig: Figure, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # a legend beside the axes stays in
     return path

@@ -152,7 +152,8 @@ def _control(name: str, value: Any) -> widgets.ValueWidget:
 
 
 class Explorer(widgets.VBox):
-    """The explorer's widget; its parts: `controls`, `run_button`, `figure`, `table`, `status`."""
+    """The explorer's widget; its parts: `controls`, `run_button`, `figure`, `table`,
+    `clients` (the finished run's per-client figure), `status`."""
 
     def __init__(self, results_dir: str | Path = "results", **defaults):
         # A wrong default fails here, not at the first click; values come back coerced.
@@ -165,6 +166,9 @@ class Explorer(widgets.VBox):
         self.figure = widgets.Image(format="png", layout=widgets.Layout(width="900px",
                                                                         display="none"))
         self.table = widgets.HTML()
+        # the per-client view (run/plots.client_figures) of the finished run
+        self.clients = widgets.Image(format="png", layout=widgets.Layout(width="900px",
+                                                                         display="none"))
         self.status = widgets.HTML()
         self.controls["method"].observe(self._enable_controls, names="value")
         self._enable_controls()
@@ -174,7 +178,7 @@ class Explorer(widgets.VBox):
             widgets.VBox([c[n] for n in ("method", *PRUNING_CONTROLS, *SPARSIFY_CONTROLS)]),
             widgets.VBox([c[n] for n in ("rounds", "num_clients", "clients_per_round",
                                          "data_fraction", "seed")] + [self.run_button])])
-        super().__init__([columns, self.status, self.figure, self.table])
+        super().__init__([columns, self.status, self.figure, self.table, self.clients])
 
     def values(self) -> dict[str, Any]:
         # a slider's value can carry float noise (0.35000000000000003) into config.json
@@ -220,7 +224,7 @@ class Explorer(widgets.VBox):
             return
         self.run_button.disabled = True
         self.figure.value, self.table.value, rows = b"", "", []
-        self.figure.layout.display = "none"
+        self.figure.layout.display = self.clients.layout.display = "none"
         self._say(f"running {cfg.method_label} as {cfg.run_name} ...")
         try:
             result = run_experiment(cfg, on_round_end=lambda r, row: self.on_round_end(
@@ -238,10 +242,28 @@ class Explorer(widgets.VBox):
         finally:
             self.run_button.disabled = False
         s = result.summary
-        self._say(f"Finished {cfg.run_name}: final accuracy {s['final_test_accuracy']:.2f}%, "
-                  f"uplink {s['total_uplink_mb']:.2f} MB ({s['compression_x']:.1f}x less than "
-                  f"dense), client FLOPs saved {s['flop_saving_pct']:.1f}%, "
-                  f"{s['wall_time_sec']:.1f} s. Artifacts: {result.run_dir.resolve()}")
+        self._say(finished_message(cfg.run_name, s, result.run_dir))
+        self.show_clients(result)
+
+    def show_clients(self, result) -> None:
+        """The run's per-client figure under the table (drawn from clients.csv if the run did
+        not write clients.png)."""
+        from .notebook import client_figure
+
+        path = client_figure(result)
+        if path is not None:
+            self.clients.value = path.read_bytes()
+            self.clients.layout.display = None
+
+
+def finished_message(run_name: str, s: dict, run_dir: Path) -> str:
+    """What the explorer says when a run ends: the tail accuracy (the headline) first."""
+    return (f"Finished {run_name}: tail accuracy {s['tail_test_accuracy']:.2f}% (mean of the "
+            f"last {s.get('tail_rounds', '?')} evaluated rounds), final "
+            f"{s['final_test_accuracy']:.2f}%; uplink {s['total_uplink_mb']:.2f} MB "
+            f"({s['compression_x']:.1f}x less than dense), client FLOPs saved "
+            f"{s['flop_saving_pct']:.1f}%, {s['wall_time_sec']:.1f} s. Artifacts: "
+            f"{Path(run_dir).resolve()}")
 
 
 def explorer(results_dir: str | Path = "results", **defaults) -> Explorer:

@@ -53,7 +53,7 @@ from typing import Iterable, Sequence
 import nbformat
 
 from . import chromium
-from .print_layout import for_print
+from .print_layout import for_print, for_screen
 from .report_errors import ReportError, ReportToolMissingError
 
 __all__ = [
@@ -124,6 +124,14 @@ def _strip_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def _read_notebook(notebook_path: Path) -> nbformat.NotebookNode:
     if not notebook_path.is_file():
+        if (notebook_path.parent / "summary.json").is_file():
+            # a run made without the notebook (`python -m fedprune_core run`, the explorer)
+            raise ReportError(
+                f"{notebook_path.parent} holds a finished run made without the experiment "
+                f"notebook, so there is no {notebook_path.name} to report on; its figures, "
+                f"summary.json and run.log are in that folder. For a report, run it through the "
+                f"notebook: `python -m fedprune_core notebook ... --overwrite --report html` "
+                f"(make run FORCE=1), or under another --run_name")
         raise FileNotFoundError(f"notebook not found: {notebook_path}")
     try:
         nb = nbformat.read(notebook_path, as_version=4)
@@ -136,12 +144,40 @@ def _read_notebook(notebook_path: Path) -> nbformat.NotebookNode:
 # scripts from a CDN: require.js (a *blocking* script that only serves widgets / JavaScript
 # outputs, which a static report cannot run; on a network that drops packets it blanks the page
 # until the browser gives up), mermaid, and MathJax unless a MathJax URL is given explicitly.
+# A PNG output carries the alternative text its display gave (``Image(..., alt=...)``, kept in
+# its metadata): the lab template drops it, and nbconvert then warns once per report that
+# images lack it.
+_PNG_WITH_ALT = """{% block data_png scoped %}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+{%- if 'image/png' in output.metadata.get('filenames', {}) %}
+<img src="{{ output.metadata.filenames['image/png'] | posix_path | escape_html }}"
+{%- else %}
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+{%- endif %}
+{%- set alt=output | get_metadata('alt', 'image/png') -%}
+{%- if alt %}
+alt="{{ alt | escape_html }}"
+{%- endif %}
+{%- set width=output | get_metadata('width', 'image/png') -%}
+{%- if width is not none %}
+width={{ width | escape_html }}
+{%- endif %}
+{%- set height=output | get_metadata('height', 'image/png') -%}
+{%- if height is not none %}
+height={{ height | escape_html }}
+{%- endif %}
+>
+</div>
+{%- endblock data_png %}
+"""
+
+
 def _report_template(with_mathjax: bool) -> str:
     blocks = ["html_head_js_requirejs", "html_head_js_mermaidjs"]
     if not with_mathjax:
         blocks.append("html_head_js_mathjax")
     return "{%- extends 'lab/index.html.j2' -%}\n" + "".join(
-        f"{{%- block {b} -%}}{{%- endblock {b} -%}}\n" for b in blocks)
+        f"{{%- block {b} -%}}{{%- endblock {b} -%}}\n" for b in blocks) + _PNG_WITH_ALT
 
 
 def _render_html(
@@ -186,9 +222,7 @@ def _render_html(
         body, _ = exporter.from_notebook_node(nb, resources=resources)
     except Exception as exc:
         raise ReportError(f"HTML export of {notebook_path} failed: {type(exc).__name__}: {exc}") from exc
-    if for_pdf:
-        body = for_print(body)
-    return body
+    return for_print(body) if for_pdf else for_screen(body)
 
 
 def _atomic_write_text(path: Path, text: str | bytes) -> None:
@@ -283,6 +317,8 @@ def export_reports(
         except ReportToolMissingError:
             raise
         except (ReportError, OSError) as exc:  # OSError: a read-only folder, a full disk
+            if len(paths) == 1:  # its own message, not a list of one
+                raise ReportError(_os_error(exc)) from exc
             failures.append(f"{nb_path}: {_os_error(exc)}")
     if failures:
         raise ReportError(
