@@ -152,7 +152,10 @@ def cmd_run(args) -> int:
     except RunExistsError as err:  # also RunLockedError: another process holds the folder
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (DataUnavailableError, DivergenceError) as err:
+    except DataUnavailableError as err:  # missing or malformed data: the input's fault
+        print(f"error: data_root: {err}", file=sys.stderr)
+        return 2
+    except DivergenceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:

@@ -12,9 +12,10 @@ from fedprune_core.config import ExperimentConfig
 torch.set_num_threads(1)
 
 
-# Small but real: MNIST, 10% of the training set, a few clients.
+# Small but real: MNIST, 10% of the training set, 1,000 test images, a few clients (a run's
+# evaluations on the whole 10,000-image test set would cost more than its training).
 TINY = dict(rounds=2, num_clients=4, clients_per_round=2, local_epochs=1, data_fraction=0.1,
-            progress="off", num_threads=1)
+            test_samples=1000, progress="off", num_threads=1)
 
 
 @pytest.fixture

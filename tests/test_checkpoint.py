@@ -4,6 +4,7 @@ is refused (exit status 2, one line naming what is wrong) before any work."""
 
 import os
 import pickle
+import random
 import shutil
 import zlib
 
@@ -86,7 +87,10 @@ CORRUPTIONS = {
     "crafted pickle that runs code": (_crafted, "not a checkpoint this run can continue"),
     "empty": (lambda p, t: p.write_bytes(b""), "unreadable"),
     "truncated": (lambda p, t: p.write_bytes(p.read_bytes()[:1000]), "unreadable"),
-    "garbage": (lambda p, t: p.write_bytes(os.urandom(4096)), "unreadable"),
+    # seeded, so the case is the same on every run; the unpickler raises anything on bytes
+    # like these (a bare STOP opcode: IndexError), and each must be the same clear error
+    "garbage": (lambda p, t: p.write_bytes(random.Random(0).randbytes(4096)), "unreadable"),
+    "a bare stop opcode": (lambda p, t: p.write_bytes(b"\x80\x02."), "unreadable"),
     "a plain pickle": (lambda p, t: p.write_bytes(pickle.dumps([1, 2, 3])),
                        "not a checkpoint this run can continue"),
     "an earlier version's object graph": (_old_format, "not a checkpoint this run can continue"),

@@ -5,7 +5,7 @@ different numbers of steps and end their epochs on short batches. Tolerance: ato
 parameters (the batched convolutions sum in another order), 1e-5 relative on the mean loss.
 
 Run level (real MNIST, 10% of it): one round's deltas through the whole update path, and
-5-round runs whose accuracy curves and uplink bytes are compared.
+3-round runs whose accuracy curves and uplink bytes are compared.
 """
 
 import dataclasses
@@ -47,7 +47,7 @@ def sequential(spec, start, data, training, client, masks=None):
     """`train` on a model of `spec` holding `start`: (trained flat, loss, generator)."""
     generator = torch_generator(0, "batches", 0, client)
     model = model_from_flat(spec, start)
-    loss = train(model, data, INFO, training, generator, masks)
+    loss, _ = train(model, data, INFO, training, generator, masks)
     return flat_params(model), loss, generator
 
 
@@ -57,7 +57,7 @@ def cohort(jobs_in, training):
             for k, (start, mask, data) in enumerate(jobs_in)]
     out = train_cohort(TableNet(SPEC), jobs, training.lr, training.momentum,
                        training.local_epochs, training.batch_size, INFO)
-    return out, [job.generator for job in jobs]
+    return [(flat, loss) for flat, loss, _ in out], [job.generator for job in jobs]
 
 
 def assert_same_client(cohort_flat, cohort_loss, cohort_gen, seq_flat, seq_loss, seq_gen, start):
@@ -152,7 +152,15 @@ def one_thread():
 
 ONE_ROUND = {"hybrid": {},  # structured l1 + cost-weighted top-k + error feedback
              "unstructured_topk": dict(pruning_mode="unstructured", sparsify_method="topk"),
-             "dense_momentum": dict(pruning_mode="none", sparsify_method="none", momentum=0.9)}
+             "dense_momentum": dict(pruning_mode="none", sparsify_method="none", momentum=0.9),
+             # the width methods: per-client scales, drawn widths (masks in the cohort, slices
+             # in the sequential engine), distillation, own-class losses, random sub-models
+             "scaler": dict(local_training="scaler"),
+             "fjord_distill": dict(structured_selection="first", local_training="fjord",
+                                   fjord_distill=True),
+             "heterofl_masked_ce": dict(structured_selection="first", local_training="scaler",
+                                        masked_ce=True),
+             "federated_dropout": dict(structured_selection="random")}
 # Per client delta: max abs difference, relative L2 difference. On real images a max-pool window
 # can hold two conv outputs equal to ~1e-6 (many ReLU'd zeros in their patches); the batched
 # convolutions sum in another order, the other one wins, and that step's gradient goes through
@@ -203,7 +211,7 @@ def test_one_round_every_clients_delta_matches_sequential(tiny_config, method):
     # top-k keeps a fixed k per tensor, and a message's size depends only on the counts, so
     # ties between nearly equal values cannot change it (cost-weighted top-k picks k over the
     # whole model: its per-tensor counts, hence its bytes, could move at a tie)
-    if method != "hybrid":
+    if "sparsify_method" in ONE_ROUND[method]:
         assert [c[3] for c in coh] == [c[3] for c in seq]
 
 
@@ -224,17 +232,15 @@ def test_a_diverging_cohort_names_the_round_and_the_client(tiny_config):
 ACCURACY_TOLERANCE = 1.0
 
 
-@pytest.mark.parametrize("method", [dict(), dict(pruning_mode="none", sparsify_method="topk")],
-                         ids=["hybrid", "dense_topk"])
-def test_five_rounds_on_the_cohort_engine_follow_the_sequential_curve(tiny_config, method):
-    runs = {engine: run_experiment(tiny_config(run_name=engine, rounds=5, engine=engine,
-                                               **method)) for engine in ("sequential", "cohort")}
+def test_three_rounds_of_the_default_on_the_cohort_engine_follow_the_sequential_curve(tiny_config):
+    """The default hybrid over rounds (every other method: one round, above)."""
+    runs = {engine: run_experiment(tiny_config(run_name=engine, rounds=3, engine=engine, lr=0.05,
+                                               test_samples=1000))
+            for engine in ("sequential", "cohort")}
     seq, coh = (pd.read_csv(runs[e].run_dir / "metrics.csv") for e in ("sequential", "cohort"))
     assert seq.test_accuracy.max() > 20  # the runs learn (chance is 10%): not vacuous
     assert (coh.test_accuracy - seq.test_accuracy).abs().max() <= ACCURACY_TOLERANCE
     assert (coh.train_loss - seq.train_loss).abs().max() <= 0.01
-    if method:  # dense top-k: a fixed k per tensor, so the same bytes every round
-        assert coh.uplink_bytes.tolist() == seq.uplink_bytes.tolist()
     assert coh.client_train_flops.tolist() == seq.client_train_flops.tolist()
     assert coh.downlink_bytes.tolist() == seq.downlink_bytes.tolist()
     clients = pd.read_csv(runs["cohort"].run_dir / "clients.csv")

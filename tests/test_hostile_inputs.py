@@ -19,7 +19,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--rounds", "1", "--num_clients", "4", "--clients_per_round", "2", "--local_epochs", "1",
-        "--data_fraction", "0.05", "--num_threads", "1", "--progress", "off"]
+        "--data_fraction", "0.05", "--test_samples", "1000", "--num_threads", "1",
+        "--progress", "off"]
 BINARY = bytes(range(256)) * 4
 BAD = "\nrm -rf ~"  # a shell command after a newline, as a value of a job-script line
 

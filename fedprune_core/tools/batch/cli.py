@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from ...checks import check_folder_name, check_results_dir
-from ...config import ConfigError
+from ...config import ConfigError, experiment_differences
 from .grid import GRID, expand_grid, parse_sets, read_grid, run_dir, save_record, settled, \
     write_grid
 from .slurm import array_spec, check_script_path, check_settings, run_slurm, saved_settings, \
@@ -93,9 +93,13 @@ def _prepare(args):
     lock = None if args.backend == "slurm" else lock_run_dir(grid.parent, "--name")
     try:
         old = read_grid_or_none(grid)
-        _check_same_grid(grid, old, units, args.force)
-        if old != _as_saved(units):
-            shutil.rmtree(grid.parent / "units", ignore_errors=True)  # records of an older grid
+        extended = _extension(old, units)
+        if extended is not None:  # more seeds or files: the old units keep their indices
+            units = extended
+        else:
+            _check_same_grid(grid, old, units, args.force)
+            if old != _as_saved(units):
+                shutil.rmtree(grid.parent / "units", ignore_errors=True)  # an older grid's
         write_grid(units, grid)
     except BaseException:
         if lock is not None:
@@ -103,6 +107,29 @@ def _prepare(args):
         raise
     print(f"grid: {grid} ({len(units)} units, backend {args.backend})")
     return grid, units, lock
+
+
+def _extension(old, units: list[dict]):
+    """`units` ordered so that an existing grid's units keep their indices (each the same run in
+    the new grid: found by run name, the same experiment and seed by config.experiment_params,
+    so a parameter added to the suite since does not count as a change) and the new ones
+    follow, re-indexed: a grid that only adds seeds or params files extends the batch (its
+    records, a queued SLURM array and `batch status` still mean what they meant). None if `old`
+    is not such a part of `units`."""
+    if not isinstance(old, list) or not old:
+        return None
+    new = {u["run_name"]: u for u in _as_saved(units)}
+    for unit in old:
+        mine = new.get(unit.get("run_name"))
+        if mine is None or bool(mine["error"]) != bool(unit.get("error")):
+            return None
+        if not mine["error"] and (experiment_differences(unit["config"], mine["config"]) or
+                                  unit["config"].get("results_dir")
+                                  != mine["config"]["results_dir"]):
+            return None
+    kept = {u["run_name"] for u in old}
+    ordered = old + [u for u in _as_saved(units) if u["run_name"] not in kept]
+    return [{**u, "index": i} for i, u in enumerate(ordered)]
 
 
 def _as_saved(units: list[dict]) -> list[dict]:
