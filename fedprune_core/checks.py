@@ -140,35 +140,35 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
                           f"{', '.join(MODEL_NAMES)} with inputs it can take") from None
 
 
-def parse_milestones(text: str) -> tuple[int, ...]:
-    """lr_milestones as rounds: comma-separated integers >= 1, increasing ("" = none)."""
-    allowed = ("rounds as comma-separated integers >= 1 in increasing order, e.g. \"300,500\" "
-               "(empty = a constant lr)")
+def _parse_list(name: str, text: str, convert, valid, allowed: str) -> tuple:
+    """A comma-separated parameter ("" = none), each part converted and the whole checked."""
     if not text.strip():
         return ()
     try:
-        rounds = tuple(int(part) for part in text.split(","))
+        values = tuple(convert(part) for part in text.split(","))
     except ValueError:
-        raise ConfigError(f"lr_milestones: {text!r} is not allowed; allowed: {allowed}") from None
-    if any(r < 1 for r in rounds) or any(b <= a for a, b in zip(rounds, rounds[1:])):
-        raise ConfigError(f"lr_milestones: {text!r} is not allowed; allowed: {allowed}")
-    return rounds
+        values = None
+    if values is None or not valid(values):
+        raise ConfigError(f"{name}: {text!r} is not allowed; allowed: {allowed}")
+    return values
+
+
+def parse_milestones(text: str) -> tuple[int, ...]:
+    """lr_milestones as rounds: comma-separated integers >= 1, increasing ("" = none)."""
+    return _parse_list(
+        "lr_milestones", text, int,
+        lambda r: all(x >= 1 for x in r) and all(b > a for a, b in zip(r, r[1:])),
+        "rounds as comma-separated integers >= 1 in increasing order, e.g. \"300,500\" "
+        "(empty = a constant lr)")
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
     """width_levels as kept fractions: comma-separated numbers in (0, 1], distinct ("" = none)."""
-    allowed = ("kept fractions in (0, 1], comma-separated and distinct, e.g. "
-               "\"1,0.5,0.25,0.125,0.0625\" (empty = unused)")
-    if not text.strip():
-        return ()
-    try:
-        levels = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"width_levels: {text!r} is not allowed; allowed: {allowed}") from None
-    if (any(not (0.0 < v <= 1.0) for v in levels) or len(set(levels)) != len(levels)
-            or not all(math.isfinite(v) for v in levels)):
-        raise ConfigError(f"width_levels: {text!r} is not allowed; allowed: {allowed}")
-    return levels
+    return _parse_list(
+        "width_levels", text, float,
+        lambda v: all(math.isfinite(x) and 0.0 < x <= 1.0 for x in v) and len(set(v)) == len(v),
+        "kept fractions in (0, 1], comma-separated and distinct, e.g. "
+        "\"1,0.5,0.25,0.125,0.0625\" (empty = unused)")
 
 
 # A run folder's name, with room left under the file system's 255-byte limit for the files

@@ -155,3 +155,23 @@ def test_variants_run(tiny_config, changes):
     if changes.get("eval_every") == 2:
         assert math.isnan(m.test_accuracy.iloc[0])
 
+
+
+def test_a_run_stops_at_its_first_evaluated_round_at_the_target(tiny_config):
+    """target_accuracy ends a run at the first *evaluated* round at or above it (round 1 is not
+    evaluated at eval_every=2, round 2 is, and any trained model beats 1%); summary.json
+    records the round. A target never reached runs to `rounds` and says it was not reached."""
+    res = run_experiment(tiny_config(run_name="reached", rounds=6, eval_every=2,
+                                     target_accuracy=1.0))
+    metrics = pd.read_csv(res.run_dir / "metrics.csv")
+    assert metrics["round"].tolist() == [1, 2]
+    assert math.isnan(metrics.test_accuracy[0]) and metrics.test_accuracy[1] >= 1.0
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    assert (summary["target_round"], summary["stopped_at_target"],
+            summary["rounds_completed"]) == (2, True, 2)
+    assert "Target accuracy 1% reached at round 2" in (res.run_dir / "run.log").read_text()
+
+    res = run_experiment(tiny_config(run_name="not_reached", rounds=2, target_accuracy=100.0))
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    assert (summary["target_round"], summary["stopped_at_target"],
+            summary["rounds_completed"]) == (None, False, 2)
