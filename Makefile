@@ -112,8 +112,7 @@ ANALYSIS_DIR = results/$(if $(ANALYSIS_BATCH),$(ANALYSIS_BATCH)/)analysis
 
 analysis: $(STAMP)
 	mkdir -p $(ANALYSIS_DIR)
-	$(PY) -m papermill notebooks/analysis.ipynb $(ANALYSIS_DIR)/analysis.ipynb \
-		-k python3 --cwd . --no-progress-bar --log-level WARNING \
+	$(PY) -m fedprune_core.tools.notebook notebooks/analysis.ipynb $(ANALYSIS_DIR)/analysis.ipynb \
 		$(if $(ANALYSIS_BATCH),-p batch $(ANALYSIS_BATCH)) $(if $(BASELINE),-p baseline "$(BASELINE)") \
 		$(if $(BANDS),-p bands $(BANDS)) $(if $(TARGET),-p target_accuracy $(TARGET))
 

@@ -266,9 +266,11 @@ def test_notebook_is_thin_clean_and_parameterized():
 
 @pytest.fixture(scope="module")
 def analysed_notebook(tmp_path_factory):
-    """The analysis notebook run by papermill on one batch of a results folder that also
-    holds a stray run, then exported to PDF: (results, executed notebook, its PDF or None)."""
-    import papermill
+    """The analysis notebook run as `make analysis` runs it (papermill, quiet) on one batch of
+    a results folder that also holds a stray run, then exported to PDF: (results, executed
+    notebook, its PDF or None). The command prints nothing: no kernel warning, no banner."""
+    import subprocess
+    import sys
 
     from fedprune_core.tools.reports import export_pdf, find_chromium
 
@@ -277,10 +279,11 @@ def analysed_notebook(tmp_path_factory):
     write_run(results, "FedAvg", 0, [10.0, 20.0, 30.0], name="smoke_test")  # not in the batch
     out = results / "ablations" / "analysis" / "analysis.ipynb"
     out.parent.mkdir(parents=True)
-    papermill.execute_notebook(str(NOTEBOOK), str(out),
-                               parameters={"results_dir": str(results), "batch": "ablations",
-                                           "bands": "ci95"},
-                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    done = subprocess.run([sys.executable, "-m", "fedprune_core.tools.notebook", str(NOTEBOOK),
+                           str(out), "-p", "results_dir", str(results), "-p", "batch",
+                           "ablations", "-p", "bands", "ci95"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done.stderr
     return results, out, export_pdf(out) if find_chromium() else None
 
 

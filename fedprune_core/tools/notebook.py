@@ -98,6 +98,20 @@ def _papermill_quiet():
         logger.setLevel(level)
 
 
+def execute_quietly(notebook: Path, out: Path, parameters: dict, *, kernel: str = KERNEL,
+                    cwd: Optional[Path] = None, **streams) -> None:
+    """papermill without its noise: no progress bar, no INFO lines, and the kernel's own log
+    (its TCP warning) kept from the terminal; `streams` (stdout_file, stderr_file) passes the
+    kernel's printed output on."""
+    import papermill
+
+    with _papermill_quiet():
+        papermill.execute_notebook(
+            str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+            cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"], **streams)
+
+
 def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOTEBOOK,
                        kernel: str = KERNEL, cwd: Optional[Path] = None,
                        log_output: bool = False) -> Path:
@@ -115,7 +129,6 @@ def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOT
     under this lock: the runner names itself in guard.OWNER_ENV, which the kernel inherits. A
     run that never started (its setup failed) leaves no folder behind.
     """
-    import papermill
 
     from ..checks import check_results_dir
     from ..run.artifacts import (RunExistsError, default_run_name, refuse_links,
@@ -146,12 +159,7 @@ def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOT
         try:
             streams = ({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output
                        else {})
-            with _papermill_quiet():
-                papermill.execute_notebook(
-                    str(notebook), str(out), parameters=parameters, kernel_name=kernel,
-                    cwd=str(cwd or os.getcwd()), progress_bar=False, log_output=False,
-                    # the kernel's own log (its TCP warning) is not the run's
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"], **streams)
+            execute_quietly(notebook, out, parameters, kernel=kernel, cwd=cwd, **streams)
         finally:
             if saved_owner is None:
                 os.environ.pop(OWNER_ENV, None)
@@ -394,3 +402,26 @@ def refresh_git_index(model=None, os_path: str = "", contents_manager=None, **kw
             subprocess.run([*git, "add", "--", path.name], capture_output=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired):  # no git here: nothing to keep clean
         return
+
+
+def main(argv=None) -> int:
+    """`python -m fedprune_core.tools.notebook IN OUT -p NAME VALUE ...`: papermill's command
+    line for `make analysis`, quiet (execute_quietly); values typed as papermill's -p types
+    them (numbers, booleans, None, else text)."""
+    import argparse
+
+    from papermill.cli import _resolve_type
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"))
+    args = parser.parse_args(argv)
+    parameters = {name: _resolve_type(value) for name, value in args.parameter}
+    execute_quietly(args.notebook, args.out, parameters)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
