@@ -440,6 +440,14 @@ def test_every_method_has_its_own_colour_and_marker_in_every_figure():
     twelve = analysis.method_styles(list(BATCH_METHODS))
     assert len({s.color for s in twelve.values()}) == 10  # colours repeat only with new markers
     assert len({(s.color, s.marker) for s in twelve.values()}) == 12
+    # a method sharing a colour gets a shape far from the first one's: the 11th and 12th
+    # (blue and orange again) were a hexagon beside FedAvg's circle, a pentagon beside a square
+    look_alike = {frozenset("oh"), frozenset("op"), frozenset("sp"), frozenset("sD"),
+                  frozenset("sh")}
+    by_color = {}
+    for s in twelve.values():
+        by_color.setdefault(s.color, []).append(s.marker)
+    assert all(frozenset(m) not in look_alike for m in by_color.values() if len(m) == 2)
 
 
 def test_legends_use_short_labels_and_tables_the_full_ones(batch):

@@ -58,12 +58,17 @@ class Style:
 
 def method_styles(labels, baseline: str = BASELINE_LABEL) -> dict[str, Style]:
     """{label: Style}, assigned in a fixed order (the baseline first, then sorted labels):
-    method i gets colour i mod 10, marker i mod 12 and line style i div 10, so no two of the
-    first 60 methods share a colour-marker pair, and a label's style depends only on the set of
-    labels compared, not on the order the runs were found in."""
+    method i gets colour i mod 10, marker (i + 9 x (i div 10)) mod 12 and line style i div 10.
+    The markers of each later ten are shifted by nine, so a method that shares its colour with
+    one of the first ten gets a shape far from that one's (a star beside the circle, not a
+    look-alike hexagon), and, 19 being prime to 12, no two of the first 120 methods share a
+    colour-marker pair. A
+    label's style depends only on the set of labels compared, not on the order the runs were
+    found in."""
     colors = sns.color_palette("colorblind", 10)
     ordered = sorted(set(labels), key=lambda label: (label != baseline, label))
-    return {label: Style(tuple(colors[i % len(colors)]), _MARKERS[i % len(_MARKERS)],
+    return {label: Style(tuple(colors[i % len(colors)]),
+                         _MARKERS[(i + 9 * (i // len(colors))) % len(_MARKERS)],
                          _LINESTYLES[(i // len(colors)) % len(_LINESTYLES)])
             for i, label in enumerate(ordered)}
 
