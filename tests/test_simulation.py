@@ -34,6 +34,12 @@ def test_two_round_run_writes_every_artifact(tiny_config):
     m = pd.read_csv(d / "metrics.csv")
     assert list(m["round"]) == [1, 2] and set(METRIC_COLUMNS) <= set(m.columns)
     assert m.test_accuracy.between(0, 100).all()
+    # 2 rounds under the default tail of 5: the tail is both rounds, and the run says so
+    summary = json.loads((d / "summary.json").read_text())
+    assert (summary["tail_rounds"], summary["tail_rounds_asked"],
+            summary["tail_shorter_than_asked"]) == (2, 5, True)
+    assert summary["tail_test_accuracy"] == pytest.approx(m.test_accuracy.mean())
+    assert "fewer than tail_rounds = 5" in (d / "run.log").read_text()
     assert (m.cumulative_uplink_bytes == m.uplink_bytes.cumsum()).all()
     assert (m.uplink_dense_bytes == 2 * 4 * 824_458).all()
     assert (m.uplink_bytes < m.uplink_dense_bytes / 10).all()  # 95% sparsity
