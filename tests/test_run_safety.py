@@ -354,3 +354,24 @@ def test_ctrl_c_while_the_data_loads_is_one_line_and_leaves_nothing(tmp_path, mo
     monkeypatch.setattr(cli, "config_from_args", interrupted)  # Ctrl-C before the run started
     assert cli.main(["notebook"]) == 130
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_sigterm_inside_torch_save_stops_the_run_as_sigterm(tmp_path, monkeypatch):
+    """SIGTERM landing inside torch.save's zip writer made the writer fail on closing
+    ("unexpected pos ..."), and that RuntimeError, not the SIGTERM, ended the run: exit 1 and a
+    traceback instead of 143 and the logged stop (seen once under make test). The interrupt
+    wins, and no temporary file is left."""
+    from fedprune_core.run import artifacts
+    from fedprune_core.run.guard import Terminated
+
+    def interrupted_save(obj, f):
+        f.write(b"half a checkpoint")
+        try:
+            raise Terminated(signal.SIGTERM)  # what guard's handler raises
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")
+
+    monkeypatch.setattr(artifacts.torch, "save", interrupted_save)
+    with pytest.raises(Terminated):
+        artifacts.save_atomic({"x": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []

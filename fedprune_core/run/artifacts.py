@@ -235,8 +235,14 @@ def save_atomic(obj: Any, path: Path) -> None:
         with out:
             torch.save(obj, out)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        # Ctrl-C or SIGTERM (run.guard raises KeyboardInterrupt subclasses from the handler)
+        # inside torch's zip writer surfaces as the writer's RuntimeError on closing: the
+        # interrupt is what happened, and what the run must stop with (exit 130/143)
+        interrupt = err.__context__
+        if not isinstance(err, KeyboardInterrupt) and isinstance(interrupt, KeyboardInterrupt):
+            raise interrupt from None
         raise
 
 
