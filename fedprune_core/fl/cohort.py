@@ -126,7 +126,7 @@ def _job(setup, p: Prepared) -> CohortJob:
         mask = torch.zeros(setup.layout.size, device=p.start.device)
         init[plan.coords], mask[plan.coords] = p.start, 1.0
         spec = setup.layout.spec
-        if any(layer.kind == "gn" for layer in spec.layers):
+        if spec.has_norm("gn"):
             hooks["keep_masks"] = [
                 torch.zeros(w, device=init.device).index_fill_(0, plan.keep[g].to(init.device), 1.0)
                 for g, w in spec.widths.items()]

@@ -55,7 +55,7 @@ def predict(params: torch.Tensor, spec: ModelSpec, test: TensorDataset, info: Da
     (fl/threads.py); the losses are summed in batch order."""
     model = model_from_flat(spec, params, params.device).eval()
     norm_data = getattr(test, "norm_data", None)
-    if norm_data is not None and any(layer.kind == "bn" for layer in spec.layers):
+    if norm_data is not None and spec.has_norm("bn"):
         model.norm_stats = norm_statistics(model, norm_data, info, batch_size, workers)
 
     def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -212,9 +212,9 @@ class ModelSpec:
                 out.setdefault(self.group_of(i), row.width)
         return out
 
-    @property
-    def has_norm(self) -> bool:
-        return any(row.is_norm for row in self.layers)
+    def has_norm(self, kind: str) -> bool:
+        """Has the table a normalisation row of this kind ("bn" or "gn")?"""
+        return any(row.kind == kind for row in self.layers)
 
     def with_widths(self, widths: dict[str, int]) -> "ModelSpec":
         """The same table with other widths: a structured sub-model; a group's width changes in

@@ -117,7 +117,7 @@ def _norm_data(cfg: ExperimentConfig, layout: ParamLayout,
                client_data: list[TensorDataset]):
     """The training samples static batch norm's evaluation statistics come from: every
     client's, or `norm_stats_samples` of them (seeded); None for models without batch norm."""
-    if not any(layer.kind == "bn" for layer in layout.spec.layers):
+    if not layout.spec.has_norm("bn"):
         return None
     images = torch.cat([d.images for d in client_data])
     labels = torch.cat([d.labels for d in client_data])
