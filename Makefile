@@ -41,7 +41,7 @@ help:
 	@echo "  make run          default hybrid experiment through papermill + its HTML report"
 	@echo "  make test         the test suite (real MNIST: set FEDPRUNE_DATA_ROOT)"
 	@echo "  make ablations    every params/ablations/*.yaml (ROUNDS= SEEDS= JOBS= FORCE=1 BACKEND=)"
-	@echo "  make reproduce    a published table rerun: PAPER=mcmahan|heterofl|fjord (params/reproduce/<paper>/)"
+	@echo "  make reproduce    a published table rerun: PAPER=mcmahan|heterofl|heterofl_mnist|fjord (params/reproduce/<paper>/)"
 	@echo "  make analysis     dissertation figures and tables into results/analysis/"
 	@echo "  make report       HTML reports of the analysis and every run notebook"
 	@echo "  make report-pdf   the same as PDF (installs headless Chromium)"
@@ -81,8 +81,8 @@ ablations: $(STAMP)
 	$(PY) -m fedprune_core batch run --params $(ABLATIONS) $(BATCH_FLAGS)
 
 # A published table rerun (README: "The published tables, rerun"): PAPER=mcmahan (McMahan et al.
-# 2017, Table 2; the default), heterofl (HeteroFL's CIFAR-10 model mixes) or fjord (FjORD's
-# accuracy at each width, 3 seeds). Runs params/reproduce/$(PAPER)/*.yaml as the batch
+# 2017, Table 2; the default), heterofl (HeteroFL's CIFAR-10 model mixes), heterofl_mnist
+# (Flower's HeteroFL MNIST table, every row) or fjord (FjORD's accuracy at each width, 3 seeds). Runs params/reproduce/$(PAPER)/*.yaml as the batch
 # reproduce_$(PAPER), then writes the table beside the paper's numbers into that batch's folder,
 # results/reproduce_$(PAPER)/reproduce.{csv,md,tex}. Hours to days on a CPU.
 PAPER ?= mcmahan

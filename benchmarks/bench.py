@@ -60,17 +60,16 @@ from fedprune_core.data.loading import TensorDataset, load_dataset, normalize  #
 from fedprune_core.fl import wire  # noqa: E402
 from fedprune_core.fl.client import local_update  # noqa: E402
 from fedprune_core.fl.evaluate import evaluate  # noqa: E402
-from fedprune_core.fl.plan import Plan, full_plan, kept_units  # noqa: E402
-from fedprune_core.fl.round import ClientSlot, RoundSetup  # noqa: E402
+from fedprune_core.models.plan import Plan, full_plan, kept_units  # noqa: E402
 from fedprune_core.fl.state import ClientState  # noqa: E402
 from fedprune_core.fl.systems import make_profiles  # noqa: E402
 from fedprune_core.fl.training import train  # noqa: E402
-from fedprune_core.methods import build  # noqa: E402
+from fedprune_core.fl.types import ClientSlot  # noqa: E402
 from fedprune_core.models.net import ParamLayout, init_flat_params, model_from_flat  # noqa: E402
 from fedprune_core.models.table import ModelSpec  # noqa: E402
 from fedprune_core.models.zoo import model_spec  # noqa: E402
 from fedprune_core.rng import torch_generator  # noqa: E402
-from fedprune_core.run.federation import build_training, method_names  # noqa: E402
+from fedprune_core.run.federation import build_setup, build_training  # noqa: E402
 
 DATASET = "mnist"
 INFO = DATASETS[DATASET]
@@ -155,27 +154,14 @@ def bench_config(**changes) -> ExperimentConfig:
                                "adaptive_ratio": False, **changes})
 
 
-def round_setup(cfg: ExperimentConfig, layout: ParamLayout) -> RoundSetup:
-    """The round's static side for `cfg`'s methods, as run.federation builds it, without
-    loading or partitioning data (the deadline only matters to the online ratio policy)."""
-    names = method_names(cfg)
-    return RoundSetup(
-        layout=layout, info=INFO, training=build_training(cfg),
-        extractor=build("extract", names["extract"], cfg),
-        compressor=build("compress", names["compress"], cfg),
-        aggregator=build("aggregate", names["aggregate"], cfg),
-        ratio_policy=build("ratio", names["ratio"], cfg),
-        error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed,
-        deadline=float("inf"))
-
-
 class BenchClient:
     """Client 0 holding `data`, updated again and again from the global vector `flat` at
     `ratio`; its state (error-feedback residual) carries from one update to the next."""
 
     def __init__(self, cfg: ExperimentConfig, flat: torch.Tensor, layout: ParamLayout,
                  data: TensorDataset, ratio: float):
-        self.setup = round_setup(cfg, layout)
+        # the deadline only matters to the online ratio policy
+        self.setup = build_setup(cfg, layout, deadline=float("inf"))
         self.flat = flat
         self.planner = self.setup.extractor.for_round(layout, flat, 1)
         self.dense = full_plan(layout, flat.device)
@@ -216,7 +202,7 @@ def conv_gflops(batch: int, repeats: int) -> float:
 def train_throughput(spec: ModelSpec, data: TensorDataset, repeats: int) -> dict:
     """Samples/s of one local epoch through fl.training.train (best of `repeats`); per CPU
     second too, which a time-shared machine disturbs less (at one thread)."""
-    hp = build_training(bench_config())
+    hp = build_training(bench_config()).for_round(1)
     flat = init_flat_params(spec, 0)
     calls = itertools.count()
 
@@ -331,7 +317,7 @@ def _train_worker(threads: int, samples: int, data_root, barrier, queue) -> None
     data = subset(train_set, samples)
     spec = spec_full()
     flat = init_flat_params(spec, 0)
-    hp = build_training(bench_config())
+    hp = build_training(bench_config()).for_round(1)
     train(model_from_flat(spec, flat.clone()), subset(train_set, 256), INFO, hp,
           torch_generator(0, "warmup"))
     barrier.wait()

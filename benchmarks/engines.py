@@ -23,7 +23,7 @@ from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.catalog import DATASETS
 from fedprune_core.data.loading import TensorDataset
 from fedprune_core.fl.cohort import CohortJob, train_cohort
-from fedprune_core.fl.training import LocalTraining, train
+from fedprune_core.fl.training import RoundTraining, train
 from fedprune_core.models.net import TableNet, init_flat_params, model_from_flat
 from fedprune_core.models.zoo import model_spec
 from fedprune_core.rng import torch_generator
@@ -55,7 +55,7 @@ def best_seconds(fn, repeats: int, device: str) -> float:
 def engine_rates(device: str, batch_size: int, clients: int, samples: int,
                  repeats: int) -> dict:
     """Samples/s of each engine on `device`, and cohort / sequential."""
-    hp = LocalTraining(lr=DEFAULT.lr, momentum=DEFAULT.momentum,
+    hp = RoundTraining(lr=DEFAULT.lr, momentum=DEFAULT.momentum,
                        local_epochs=1, batch_size=batch_size)
     datas = synthetic_clients(clients, samples, device)
     start = init_flat_params(SPEC, 0).to(device)
@@ -69,7 +69,7 @@ def engine_rates(device: str, batch_size: int, clients: int, samples: int,
     def cohort():
         jobs = [CohortJob(start, None, data, torch_generator(0, "batches", 0, k))
                 for k, data in enumerate(datas)]
-        train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, batch_size, INFO)
+        train_cohort(template, jobs, hp, INFO)
 
     total = clients * samples * hp.local_epochs
     rates = {name: total / best_seconds(fn, repeats, device)

@@ -47,9 +47,9 @@ from fedprune_core.data.catalog import DATASETS  # noqa: E402
 from fedprune_core.data.loading import TensorDataset  # noqa: E402
 from fedprune_core.fl.cohort import CohortJob, train_cohort  # noqa: E402
 from fedprune_core.fl.evaluate import predict  # noqa: E402
-from fedprune_core.fl.plan import kept_units  # noqa: E402
+from fedprune_core.models.plan import kept_units  # noqa: E402
 from fedprune_core.fl.threads import one_thread_pool  # noqa: E402
-from fedprune_core.fl.training import LocalTraining, train  # noqa: E402
+from fedprune_core.fl.training import RoundTraining, train  # noqa: E402
 from fedprune_core.models.net import (ParamLayout, TableNet, init_flat_params,  # noqa: E402
                                       model_from_flat)
 from fedprune_core.models.zoo import model_spec  # noqa: E402
@@ -60,8 +60,11 @@ MODELS = [("preresnet18", "preresnet18", "cifar10", 1.0, 10),
           ("preresnet18_e", "preresnet18", "cifar10", 0.0625, 10),
           ("resnet18", "resnet18", "cifar10", 1.0, 32),
           ("leaf_cnn", "leaf_cnn", "femnist", 1.0, 10),
-          ("mcmahan_cnn", "mcmahan_cnn", "mnist", 1.0, 10)]
-PAPER_SEEDS = {"mcmahan": 1, "heterofl": 1, "fjord": 3}
+          ("mcmahan_cnn", "mcmahan_cnn", "mnist", 1.0, 10),
+          ("heterofl_conv", "heterofl_conv", "mnist", 1.0, 10),
+          ("heterofl_conv_c", "heterofl_conv", "mnist", 0.25, 10),
+          ("heterofl_conv_e", "heterofl_conv", "mnist", 0.0625, 10)]
+PAPER_SEEDS = {"mcmahan": 1, "heterofl": 1, "heterofl_mnist": 1, "fjord": 3}
 MCMAHAN_PAPER_ROUNDS = {1: 350, 5: 229, 20: 173}
 # One H200, float32 with cuDNN's TF32 convolutions (torch's default), not measured here: the
 # sustained rate of ResNet-18-size convnets at batches of 10-300 samples is a small fraction of
@@ -96,7 +99,7 @@ def measure_model(model: str, dataset: str, width: float, batch: int, samples: i
     info = DATASETS[dataset]
     spec = model_spec(model, info, width)
     flat = init_flat_params(spec, 0)
-    hp = LocalTraining(lr=0.01, local_epochs=1, batch_size=batch)
+    hp = RoundTraining(lr=0.01, local_epochs=1, batch_size=batch)
     data = _data(samples, info)
     out = {"parameters": ParamLayout(spec).size, "rows": len(spec.layers),
            "train_flops_per_sample": spec.train_flops_per_sample(),
@@ -120,7 +123,7 @@ def measure_model(model: str, dataset: str, width: float, batch: int, samples: i
     def cohort():
         jobs = [CohortJob(flat, None, d, torch_generator(0, "batches", 0, k))
                 for k, d in enumerate(quarter)]
-        train_cohort(template, jobs, hp.lr, hp.momentum, 1, batch, info)
+        train_cohort(template, jobs, hp, info)
 
     test = _data(256, info, 2)
 
@@ -155,8 +158,8 @@ def _width_spec(spec, ratio: float):
 
 
 def _client_ratios(cfg: ExperimentConfig) -> list[float]:
-    if cfg.width_levels:
-        return [1.0 - v for v in parse_levels(cfg.width_levels)]
+    if cfg.pruning_levels:
+        return list(parse_levels(cfg.pruning_levels))
     return [cfg.pruning_ratio if cfg.pruning_mode == "structured" else 0.0]
 
 
@@ -204,6 +207,13 @@ def run_cost(cfg: ExperimentConfig) -> dict:
             "spec_key": (cfg.model, cfg.model_width)}
 
 
+def measured_as(model: str, width: float) -> str:
+    """The measured model (MODELS) whose speed a run of `model` at `width` is estimated with:
+    the same model at the nearest measured width."""
+    return min((name for name, m, _, _, _ in MODELS if m == model),
+               key=lambda name: abs(next(w for n, _, _, w, _ in MODELS if n == name) - width))
+
+
 def estimate(paper: str, rates: dict) -> dict:
     """Wall-time estimates of `make reproduce PAPER=paper` (all its files and seeds)."""
     files = sorted(p for p in (REPO / "params" / "reproduce" / paper).glob("*.yaml")
@@ -214,9 +224,7 @@ def estimate(paper: str, rates: dict) -> dict:
     for path in files:
         cfg = ExperimentConfig.from_yaml(path)
         cost = run_cost(cfg)
-        rate = rates[{("preresnet18", 1.0): "preresnet18", ("preresnet18", 0.0625): "preresnet18_e",
-                      ("resnet18", 1.0): "resnet18", ("leaf_cnn", 1.0): "leaf_cnn",
-                      ("mcmahan_cnn", 1.0): "mcmahan_cnn"}[cost["spec_key"]]]
+        rate = rates[measured_as(*cost["spec_key"])]
         cpu, free = ((cost["train_flops"] / (rate[f"cpu_train_gflops_{k}"] * 1e9)
                       + cost["eval_flops"] / (rate[f"cpu_eval_gflops_{k}"] * 1e9))
                      for k in ("2cores", "2free"))

@@ -29,7 +29,7 @@ from torch import nn
 from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.loading import partition, resolve_data_root, subsample
 from fedprune_core.data.catalog import DATASETS
-from fedprune_core.fl.plan import kept_units
+from fedprune_core.models.plan import kept_units
 from fedprune_core.fl.systems import make_profiles, round_times
 from fedprune_core.methods import build
 from fedprune_core.methods.compress.base import num_kept

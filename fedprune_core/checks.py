@@ -6,20 +6,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import MODEL_NAMES, ConfigError, ExperimentConfig
 from .data.catalog import DATASETS
-from .models.zoo import SCALABLE, spec_for
+from .errors import ConfigError
+from .methods.registry import method_class, names
+from .models.zoo import MODELS, NORMS, SCALABLE, spec_for
+
+if TYPE_CHECKING:  # the configuration calls `validate`; annotations only
+    from .config import ExperimentConfig
+
+
+def choices(f: dataclasses.Field) -> tuple:
+    """A config field's allowed values (empty: any value of its type); a function in the
+    field's metadata gives them when they are the registered methods."""
+    allowed = f.metadata["choices"]
+    return tuple(allowed()) if callable(allowed) else tuple(allowed)
 
 
 def validate(cfg: ExperimentConfig) -> None:
     """Raise ConfigError for the first invalid value, before any data is loaded."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        choices = f.metadata["choices"]
-        if choices and value not in choices:
-            raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+        allowed = choices(f)
+        if allowed and value not in allowed:
+            shown = ", ".join(repr(c) if c == "" else c for c in allowed)
+            raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {shown}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{f.name}: must be a finite number, got {value}")
 
@@ -29,6 +43,8 @@ def validate(cfg: ExperimentConfig) -> None:
 
     _check_ranges(cfg, need)
     _check_combinations(cfg, need)
+    for name in names("method"):  # each method's own requirements (methods/presets)
+        method_class("method", name).check(cfg, need)
     if cfg.run_name is not None:
         check_folder_name(cfg.run_name, "run_name")
     need(cfg.results_dir != "" and "\0" not in cfg.results_dir, "results_dir", "a folder path")
@@ -71,7 +87,7 @@ def _check_ranges(cfg: ExperimentConfig, need) -> None:
     need(cfg.norm_stats_samples >= 0, "norm_stats_samples",
          "an integer >= 0 (0 = all of the clients' training data)")
     parse_milestones(cfg.lr_milestones)
-    parse_levels(cfg.width_levels)
+    parse_levels(cfg.pruning_levels)
     # not a number, but a value on its own: it heads table rows, legends and log lines
     need(cfg.label is None or not any(_unprintable(c) for c in cfg.label), "label",
          "text without control characters or line breaks")
@@ -86,24 +102,14 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
     need(cfg.width_multiple == 1 or cfg.pruning_mode == "structured", "width_multiple",
          "1 unless pruning_mode is structured (it rounds structured sub-models' widths)")
     structured = cfg.pruning_mode == "structured"
-    need(cfg.local_training == "sgd" or structured, "local_training",
-         "sgd unless pruning_mode is structured (scaler and fjord act on sub-models)")
-    need(cfg.local_training != "fjord" or cfg.structured_selection == "first", "local_training",
-         "fjord with structured_selection first (ordered dropout's widths are nested)")
-    need(not cfg.fjord_distill or cfg.local_training == "fjord", "fjord_distill",
-         "false unless local_training is fjord")
-    need(not cfg.masked_ce or structured, "masked_ce",
-         "false unless pruning_mode is structured (a client's classes travel with its "
-         "sub-model's kept units; pruning_ratio 0 trains the whole model)")
     need(cfg.model in SCALABLE or cfg.model_width == 1.0, "model_width",
          f"1 for {cfg.model} (a width factor is for {', '.join(SCALABLE)})")
-    need(cfg.model in SCALABLE or cfg.model_norm == "bn", "model_norm",
-         f"bn for {cfg.model}, which has no norm layers (the choice is for "
-         f"{', '.join(SCALABLE)})")
-    if cfg.width_levels:
-        need(structured, "width_levels",
+    need(cfg.model_norm in ("auto", *NORMS[cfg.model]), "model_norm",
+         f"auto or {', '.join(NORMS[cfg.model])} for {cfg.model}")
+    if cfg.pruning_levels:
+        need(structured, "pruning_levels",
              "empty unless pruning_mode is structured (levels are sub-model widths)")
-        need(not cfg.adaptive_ratio and not cfg.adaptive_ratio_online, "width_levels",
+        need(not cfg.adaptive_ratio and not cfg.adaptive_ratio_online, "pruning_levels",
              "empty when adaptive_ratio or adaptive_ratio_online is on (levels replace the "
              "adaptive ratios: set both false)")
     need(cfg.min_pruning_ratio <= cfg.max_pruning_ratio, "min_pruning_ratio",
@@ -137,7 +143,7 @@ def _check_combinations(cfg: ExperimentConfig, need) -> None:
         spec_for(cfg)
     except ValueError as err:
         raise ConfigError(f"model: {cfg.model!r} does not fit {cfg.dataset} ({err}); allowed: "
-                          f"{', '.join(MODEL_NAMES)} with inputs it can take") from None
+                          f"{', '.join(MODELS)} with inputs it can take") from None
 
 
 def _parse_list(name: str, text: str, convert, valid, allowed: str) -> tuple:
@@ -163,12 +169,13 @@ def parse_milestones(text: str) -> tuple[int, ...]:
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
-    """width_levels as kept fractions: comma-separated numbers in (0, 1], distinct ("" = none)."""
+    """pruning_levels as pruning ratios: comma-separated numbers in [0, 1), distinct ("" =
+    none)."""
     return _parse_list(
-        "width_levels", text, float,
-        lambda v: all(math.isfinite(x) and 0.0 < x <= 1.0 for x in v) and len(set(v)) == len(v),
-        "kept fractions in (0, 1], comma-separated and distinct, e.g. "
-        "\"1,0.5,0.25,0.125,0.0625\" (empty = unused)")
+        "pruning_levels", text, float,
+        lambda v: all(math.isfinite(x) and 0.0 <= x < 1.0 for x in v) and len(set(v)) == len(v),
+        "pruning ratios (fractions removed) in [0, 1), comma-separated and distinct, e.g. "
+        "\"0,0.5,0.75,0.875,0.9375\" (empty = unused)")
 
 
 # A run folder's name, with room left under the file system's 255-byte limit for the files
@@ -207,8 +214,6 @@ def _check_enough_samples(cfg: ExperimentConfig) -> None:
 def _unprintable(char: str) -> bool:
     """A control character, a line break, or a byte that is not UTF-8 (a surrogate that Python
     decoded it to): each breaks a log line, a job script or the tables naming the folder."""
-    import unicodedata
-
     return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
 
 

@@ -8,28 +8,48 @@ generated from or checked against it, so no second list of defaults exists anywh
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
+import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
+import yaml
+
+from . import checks, params_files
+from .checks import choices
 from .data.catalog import DATASETS
+from .errors import ConfigError
+from .methods.registry import method_class, names as method_names
 from .models.zoo import MODELS
 
 MODEL_NAMES = tuple(MODELS)
 
 
-class ConfigError(ValueError):
-    """An invalid parameter: the message names the parameter and what is allowed."""
+def _p(default, help: str, choices: Union[tuple, Callable[[], tuple]] = (),
+       runtime: bool = False, shorthand: bool = False):
+    """A config field with its help text. `choices`: the allowed values (or a function giving
+    them: the registered methods); `runtime` fields steer a run but not its numbers;
+    `shorthand` fields only set other fields (`method`), which then decide the run."""
+    return field(default=default, metadata={"help": help, "choices": choices, "runtime": runtime,
+                                            "shorthand": shorthand})
 
 
-def _p(default, help: str, choices: tuple = (), runtime: bool = False):
-    """A config field with its help text; `runtime` fields steer a run but not its numbers."""
-    return field(default=default, metadata={"help": help, "choices": choices, "runtime": runtime})
+def _methods() -> tuple[str, ...]:
+    return ("",) + method_names("method")
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    # --- method -----------------------------------------------------------------------------
+    method: str = _p(
+        "", "A method by name (methods/presets: e.g. fedavg, hybrid, heterofl, fjord, fedrolex, "
+            "federated_dropout, sparsify): sets the fields that make it that method; its knobs "
+            "stay yours to set. Empty = the fields as written (the defaults: the seed's hybrid).",
+        _methods, shorthand=True)
     # --- federation -------------------------------------------------------------------------
     rounds: int = _p(20, "Number of federated rounds.")
     num_clients: int = _p(20, "Total simulated clients.")
@@ -64,15 +84,18 @@ class ExperimentConfig:
     # --- pruning ----------------------------------------------------------------------------
     model: str = _p("simple_cnn", "Network (a layer table in models/zoo.py): the seed's SimpleCNN, "
                     "McMahan et al. 2017's MNIST CNN, a VGG-style CNN for 32x32x3 inputs, LEAF's "
-                    "FEMNIST CNN, HeteroFL's pre-activation ResNet-18 or FjORD's CIFAR "
-                    "ResNet-18.", MODEL_NAMES)
+                    "FEMNIST CNN, HeteroFL's MNIST CNN, HeteroFL's pre-activation ResNet-18 or "
+                    "FjORD's CIFAR ResNet-18.", MODEL_NAMES)
     model_width: float = _p(
-        1.0, "Residual models (preresnet18, resnet18): hidden sizes ceil(model_width x 64, 128, "
-             "256, 512), HeteroFL's model rate (e = 0.0625); 1 for the other models.")
+        1.0, "HeteroFL's models and FjORD's ResNet (heterofl_conv, preresnet18, resnet18): "
+             "hidden sizes ceil(model_width x 64, 128, 256, 512), HeteroFL's model rate (e = "
+             "0.0625); 1 for the other models.")
     model_norm: str = _p(
-        "bn", "Residual models' normalisation: static batch norm (HeteroFL's sBN: batch "
-              "statistics while training, a pass over training data before evaluating) or "
-              "group norm (4 groups); the other models have none.", ("bn", "gn"))
+        "auto", "Normalisation after each convolution: none, static batch norm (HeteroFL's "
+                "sBN: batch statistics while training, a pass over training data before "
+                "evaluating) or group norm (4 groups); auto = the model's own (none for the "
+                "seed's and McMahan's CNNs, bn for HeteroFL's models and the ResNets). The "
+                "ResNets take bn or gn, vgg_cifar none.", ("auto", "none", "bn", "gn"))
     norm_stats_samples: int = _p(
         0, "Static batch norm: training samples (a seeded sample of the clients' data) whose "
            "statistics every evaluation uses; 0 = all of the clients' data (HeteroFL's pass).")
@@ -86,6 +109,10 @@ class ExperimentConfig:
     min_pruning_ratio: float = _p(0.1, "Lowest adaptive pruning ratio.")
     max_pruning_ratio: float = _p(0.8, "Highest adaptive pruning ratio.")
     ratio_step: float = _p(0.05, "Online controller's step per round.")
+    participation: str = _p(
+        "all", "Who of the sampled clients trains: all, or only those whose full-model round "
+               "fits the round deadline (capable: selective participation, the others sit the "
+               "round out; pruning_mode none).", ("all", "capable"))
     structured_selection: str = _p(
         "l1", "Which filters/neurons a structured client keeps: largest L1 norm, the first ones "
         "(HeteroFL's and FjORD's nested sub-models), a window rolling with the round "
@@ -106,12 +133,13 @@ class ExperimentConfig:
     fjord_distill: bool = _p(
         False, "FjORD: each step also trains the client's whole sub-model and teaches the drawn "
                "width its predictions (self-distillation).")
-    width_levels: str = _p(
-        "", "Structured: the kept fractions of every group's units that clients are spread "
-            "over, comma-separated (HeteroFL's a-e: 1,0.5,0.25,0.125,0.0625; FjORD's tiers: "
-            "0.2,0.4,0.6,0.8,1), instead of pruning_ratio and adaptive ratios; empty = unused.")
+    pruning_levels: str = _p(
+        "", "Structured: the pruning ratios (fractions of every group's units removed) clients "
+            "are spread over, comma-separated (HeteroFL's a-e: 0,0.5,0.75,0.875,0.9375; "
+            "FjORD's tiers: 0.8,0.6,0.4,0.2,0), instead of pruning_ratio and adaptive ratios; "
+            "empty = unused.")
     level_assignment: str = _p(
-        "fixed", "width_levels: fixed = client i keeps level floor(i x levels / num_clients) "
+        "fixed", "pruning_levels: fixed = client i keeps level floor(i x levels / num_clients) "
                  "all run (FjORD's tiers, HeteroFL's fix); dynamic = a client moves to the next "
                  "level after each round it trains (HeteroFL's dynamic: each round's clients "
                  "spread over the levels; methods/ratio/levels.py).", ("fixed", "dynamic"))
@@ -205,17 +233,16 @@ class ExperimentConfig:
            "and cohort engines' torch intra-op threads.", runtime=True)
 
     def __post_init__(self):
-        import os
-
-        from .checks import validate  # checks.py reads the config; imported when first needed
-
+        if self.method in _methods() and self.method:
+            for name, value in method_class("method", self.method).sets.items():
+                object.__setattr__(self, name, value)  # conflicts: refused by from_dict
         # "~" is the home folder wherever a path comes from (a params file, --set, the notebook),
         # as in a shell: not a folder named "~" in the working directory.
         for name in ("results_dir", "data_root"):
             value = getattr(self, name)
             if isinstance(value, str) and value.startswith("~"):
                 object.__setattr__(self, name, os.path.expanduser(value))
-        validate(self)
+        checks.validate(self)
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -224,28 +251,19 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        from .params_files import refuse_replaced
-
         if not isinstance(values, Mapping):
             raise ConfigError(f"parameters: expected a mapping of parameter: value, got "
                               f"{_shown(values)}")
-        refuse_replaced(values)
-        unknown = sorted(str(k) for k in values
-                         if k not in names and not str(k).startswith("_"))
-        if unknown:
-            raise ConfigError(
-                f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-        kwargs = {k: coerce_value(k, v) for k, v in values.items() if k in names}
+        check_names(values)
+        kwargs = {k: coerce_value(k, v) for k, v in values.items() if not str(k).startswith("_")}
+        refuse_method_conflicts(kwargs)
         return cls(**kwargs)
 
     @classmethod
     def from_yaml(cls, *paths: str | Path, overrides: dict | None = None) -> "ExperimentConfig":
-        from .params_files import load_params_file
-
         merged: dict[str, Any] = {}
         for path in paths:
-            merged.update(load_params_file(path))
+            merged.update(params_files.load_params_file(path, check_names))
         merged.update(overrides or {})
         return cls.from_dict(merged)
 
@@ -259,9 +277,10 @@ class ExperimentConfig:
         return json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=False)
 
     def science_dict(self) -> dict[str, Any]:
-        """The fields that decide the numbers (runtime steering left out)."""
+        """The fields that decide the numbers (runtime steering and the `method` shorthand,
+        whose fields are here, left out)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if not f.metadata["runtime"]}
+                if not (f.metadata["runtime"] or f.metadata["shorthand"])}
 
     # --- derived ----------------------------------------------------------------------------
     @property
@@ -311,13 +330,74 @@ class ExperimentConfig:
         return name if server == "FedAvg" else f"{server} {name}"
 
 
+# Parameters that were replaced, with what replaces them (old params files get a clear error).
+REPLACED = {"pruning": "pruning_mode: none (no pruning), structured or unstructured",
+            "sparsification": "sparsify_method: none (dense updates) or a compression method",
+            "diagnostic_test_samples": "test_samples: the one test set of the headline and of "
+                                       "every width's accuracy (0 = all of it)",
+            "width_levels": "pruning_levels: the levels as fractions removed, 1 - each kept "
+                            "fraction (1,0.5,0.25 is 0,0.5,0.75), as pruning_ratio counts them"}
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(ExperimentConfig)]
+
+
+def closest(name: str, allowed) -> Optional[str]:
+    """The allowed name a typo most likely meant (difflib), or None."""
+    match = difflib.get_close_matches(str(name), list(allowed), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def check_names(values: Mapping, where: str = "") -> None:
+    """Every key a parameter: a replaced one names its replacement, an unknown one the closest
+    parameter (the full list only when nothing is close). Keys starting with "_" are free."""
+    for name in values:
+        if name in REPLACED:
+            raise ConfigError(f"{where}{name}: this parameter was replaced; use "
+                              f"{REPLACED[name]}")
+    known = field_names()
+    unknown = sorted(str(k) for k in values if k not in known and not str(k).startswith("_"))
+    if not unknown:
+        return
+    guesses = {k: closest(k, known) for k in unknown}
+    named = ", ".join(k if k.isprintable() else repr(k) for k in unknown)  # one line
+    if all(guesses.values()):
+        hint = "; ".join(f"did you mean {g}?" for g in guesses.values())
+        raise ConfigError(f"{where}unknown parameter(s) {named}; {hint}")
+    raise ConfigError(f"{where}unknown parameter(s) {named}; allowed: "
+                      f"{', '.join(sorted(known))}")
+
+
+def refuse_method_conflicts(values: Mapping[str, Any]) -> None:
+    """`method: X` sets X's fields: a given field that says otherwise is an error, not silently
+    overridden (what the method leaves alone, its knobs, stays the user's)."""
+    method = values.get("method") or ""
+    if method not in _methods() or not method:
+        return  # validation names the allowed methods
+    for name, value in method_class("method", method).sets.items():
+        if name in values and values[name] != value:
+            raise ConfigError(f"{name}: {values[name]!r} is not allowed with method {method}, "
+                              f"which sets {name}={value!r}; allowed: {value!r} or leave it out")
+
+
+def value_from_text(name: str, text: str) -> Any:
+    """A value written as YAML (`--set key=value`), coerced to the parameter's type."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{name}: {text!r} is not a valid YAML value ({problem})") from None
+    return coerce_value(name, value)
+
+
 def parameters_markdown() -> str:
     """The README's parameter table, generated so the docs cannot drift from the config."""
     rows = ["| Parameter (flag `--name`) | Default | Description |", "|---|---|---|"]
     for f in dataclasses.fields(ExperimentConfig):
         help_text = f.metadata["help"]
-        if f.metadata["choices"]:
-            help_text += f" One of: {', '.join(f'`{c}`' for c in f.metadata['choices'])}."
+        if choices(f):
+            help_text += f" One of: {', '.join(f'`{c}`' for c in choices(f) if c)}."
         default = "null" if f.default is None else str(f.default).lower() if isinstance(
             f.default, bool) else f.default
         rows.append(f"| `{f.name}` | `{default}` | {help_text.replace('|', '/')} |")
@@ -336,8 +416,6 @@ def coerce_value(name: str, value: Any) -> Any:
     (elsewhere None would pass as a value and fail mid-run), a number must be finite, and an int
     must fit in 64 bits.
     """
-    import math
-
     spec = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]
     kind = spec.type.replace("Optional[", "").rstrip("]")
     expected = "true or false (unquoted)" if kind == "bool" else kind
@@ -382,8 +460,6 @@ def coerce_value(name: str, value: Any) -> Any:
 def _shown(value: Any) -> str:
     """A value in an error message, bounded: a YAML list of a million items (or an alias bomb,
     whose full repr would never end) is shown by its start."""
-    import reprlib
-
     short = reprlib.Repr()
     short.maxstring, short.maxother, short.maxlevel = 60, 60, 3
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
@@ -396,7 +472,8 @@ def _optional_fields() -> list[str]:
 
 def experiment_params(source: "ExperimentConfig | Mapping[str, Any]") -> dict[str, Any]:
     """What makes two runs the same experiment: every parameter that decides the numbers (the
-    fields not marked `runtime`), except `seed`, whose values are the experiment's repetitions.
+    fields not marked `runtime`; `method` only sets others), except `seed`, whose values are the
+    experiment's repetitions.
 
     The one definition used by the analysis (which runs are pooled as seeds of one row), resume
     and the batch runner (is the run in this folder this run). `source` is a config, or a dict
@@ -412,7 +489,7 @@ def experiment_params(source: "ExperimentConfig | Mapping[str, Any]") -> dict[st
         if values.get("label") is None:
             values["label"] = _derived_label(values)
     params = {f.name: values.get(f.name, f.default) for f in dataclasses.fields(ExperimentConfig)
-              if not f.metadata["runtime"] and f.name != "seed"}
+              if not (f.metadata["runtime"] or f.metadata["shorthand"]) and f.name != "seed"}
     # JSON's view of a value: 1 == 1.0 already; a tuple and the list it is saved as must agree.
     return json.loads(json.dumps(params, default=str))
 

@@ -1,29 +1,26 @@
-"""YAML parameter files and values: reading them into ExperimentConfig fields, with every way a
-file can be unusable reported as a ConfigError that names the file and the parameter."""
+"""YAML parameter files: every way a file can be unusable reported as a ConfigError that names
+the file. What the keys mean is the configuration's business (config.py passes `check_keys`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig, coerce_value
+from .errors import ConfigError
 
-# Parameters that were replaced, with what replaces them (old params files get a clear error).
-REPLACED = {"pruning": "pruning_mode: none (no pruning), structured or unstructured",
-            "sparsification": "sparsify_method: none (dense updates) or a compression method",
-            "diagnostic_test_samples": "test_samples: the one test set of the headline and of "
-                                       "every width's accuracy (0 = all of it)"}
+CheckKeys = Callable[[Mapping, str], None]
 
 
-def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_params_file(path: str | Path, check_keys: Optional[CheckKeys] = None,
+                     _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML parameter file; `extends: other.yaml` pulls shared settings in first.
 
     Every way a file can be unusable is a ConfigError naming the file: missing, not text, not
-    valid YAML, empty (say `{}` to mean "all defaults"), not a mapping, an unknown parameter,
-    or an `extends:` chain that comes back to itself.
+    valid YAML, empty (say `{}` to mean "all defaults"), not a mapping, keys `check_keys(data,
+    "params file PATH: ")` refuses (an unknown parameter), or an `extends:` chain that comes
+    back to itself.
     """
     path = Path(path)
     where = f" (named by extends: in {' -> '.join(map(str, _chain))})" if _chain else ""
@@ -54,13 +51,9 @@ def load_params_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
                           f"them, got {parents!r}")
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged.update(load_params_file(path.parent / parent, (*_chain, path)))
-    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    refuse_replaced(data, f"params file {path}: ")
-    unknown = sorted(str(k) for k in data if k not in names)
-    if unknown:
-        raise ConfigError(f"params file {path}: unknown parameter(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(names))}")
+        merged.update(load_params_file(path.parent / parent, check_keys, (*_chain, path)))
+    if check_keys is not None:
+        check_keys(data, f"params file {path}: ")
     merged.update(data)
     return merged
 
@@ -78,13 +71,6 @@ def _real(path: Path, where: str) -> Path:
 
 # Larger than any parameter file: what is bigger is not one (a log, a dataset, /dev/zero).
 MAX_PARAMS_BYTES = 1 << 20
-
-
-def refuse_replaced(values: dict, where: str = "") -> None:
-    for name in values:
-        if name in REPLACED:
-            raise ConfigError(f"{where}{name}: this parameter was replaced; use "
-                              f"{REPLACED[name]}")
 
 
 def _parse_yaml(path: Path) -> Any:
@@ -140,13 +126,3 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader's own error follows
                 continue
         return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml_value(name: str, text: str) -> Any:
-    """A value written as YAML (`--set key=value`), coerced to the parameter's type."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{name}: {text!r} is not a valid YAML value ({problem})") from None
-    return coerce_value(name, value)

@@ -23,3 +23,13 @@ def tiny_config(tmp_path):
     def make(**changes) -> ExperimentConfig:
         return ExperimentConfig(**{**TINY, "results_dir": str(tmp_path / "results"), **changes})
     return make
+
+
+# Property-based tests (tests/test_properties.py): derandomised with a fixed example count, so
+# every run tries the same inputs in the same time, and no deadline (a slow machine is no bug).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("suite", derandomize=True, max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                 HealthCheck.too_slow])
+settings.load_profile("suite")

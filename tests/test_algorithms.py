@@ -7,7 +7,7 @@ import torch
 from fedprune_core.data.catalog import DATASETS
 from fedprune_core.fl import wire
 from fedprune_core.fl.client import residual_after
-from fedprune_core.fl.training import LocalTraining, train
+from fedprune_core.fl.training import RoundTraining, train
 from fedprune_core.methods.aggregate.fedavg import FedAvg
 from fedprune_core.methods.compress.base import num_kept, topk_exact
 from fedprune_core.models.net import ParamLayout, TableNet, flat_params, model_from_flat
@@ -85,7 +85,7 @@ def test_contribution_mask_covers_exactly_the_kept_coordinates():
 
 def test_unstructured_masks_prune_smallest_weights_and_stay_zero_after_training():
     g = global_vector()
-    hp = LocalTraining(local_epochs=2, batch_size=16, lr=0.1, momentum=0.9)
+    hp = RoundTraining(local_epochs=2, batch_size=16, lr=0.1, momentum=0.9)
     plan = planner(g, pruning_mode="unstructured").plan(0.5)
     masks = [plan.masks[s.name] for s in LAYOUT]
     w = LAYOUT.views(g)["fc1.weight"]
@@ -250,7 +250,7 @@ def test_training_never_writes_into_the_received_vector():
     received = g.clone()
     model = model_from_flat(SHAPE, received)
     train(model, random_data(32), DATASETS["mnist"],
-          LocalTraining(local_epochs=1, batch_size=16, lr=0.1), torch.Generator().manual_seed(0))
+          RoundTraining(local_epochs=1, batch_size=16, lr=0.1), torch.Generator().manual_seed(0))
     assert torch.equal(received, g)
     delta = LAYOUT.views(flat_params(model) - g)
     for name, d in delta.items():

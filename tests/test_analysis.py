@@ -218,7 +218,8 @@ def _png_dpi(path: Path) -> float:
 
 FIGURES = ("tail_vs_uplink", "tail_vs_flops", "accuracy_vs_round", "accuracy_vs_uplink",
            "accuracy_vs_flops", "client_pruning_ratios", "partition")
-TABLES = ("methods", "methods_stats", "runs", "paired", "legend")
+TABLES = ("methods", "methods_stats", "runs", "paired", "cost_to_accuracy", "accuracy_at_budget",
+          "legend")
 
 
 def test_analyze_writes_every_table_and_figure(outputs):

@@ -18,9 +18,9 @@ from fedprune_core.data.catalog import DATASETS
 from fedprune_core.data.loading import TensorDataset
 from fedprune_core.fl import wire
 from fedprune_core.fl.cohort import CohortJob, train_cohort
-from fedprune_core.fl.plan import full_plan
+from fedprune_core.models.plan import full_plan
 from fedprune_core.fl.round import client_updates
-from fedprune_core.fl.training import DivergenceError, LocalTraining, train
+from fedprune_core.fl.training import DivergenceError, RoundTraining, train
 from fedprune_core.models.net import TableNet, flat_params, init_flat_params, model_from_flat
 from fedprune_core.rng import torch_generator
 from fedprune_core.run.federation import build_federation, cohort as round_cohort, initial_state
@@ -38,8 +38,8 @@ def synthetic(n: int, seed: int) -> TensorDataset:
                          torch.randint(0, 10, (n,), generator=g))
 
 
-def hp(momentum=0.0, local_epochs=2, batch_size=8) -> LocalTraining:
-    return LocalTraining(lr=0.05, momentum=momentum, local_epochs=local_epochs,
+def hp(momentum=0.0, local_epochs=2, batch_size=8) -> RoundTraining:
+    return RoundTraining(lr=0.05, momentum=momentum, local_epochs=local_epochs,
                          batch_size=batch_size)
 
 
@@ -55,8 +55,7 @@ def cohort(jobs_in, training):
     """train_cohort on (start, mask, data) triples, with the same generators as `sequential`."""
     jobs = [CohortJob(start, mask, data, torch_generator(0, "batches", 0, k))
             for k, (start, mask, data) in enumerate(jobs_in)]
-    out = train_cohort(TableNet(SPEC), jobs, training.lr, training.momentum,
-                       training.local_epochs, training.batch_size, INFO)
+    out = train_cohort(TableNet(SPEC), jobs, training, INFO)
     return [(flat, loss) for flat, loss, _ in out], [job.generator for job in jobs]
 
 
@@ -185,7 +184,7 @@ def _deltas(setup, state, fed, r=1):
         if client.residual is not None:
             delta += client.residual
         delta[got.coords] += got.values
-        out.append((slot.client_id, delta, result.plan.coords, len(result.message),
+        out.append((slot.client_id, delta, got.plan.coords, len(result.message),
                     result.train_loss))
     return out
 

@@ -21,7 +21,10 @@ import torch
 pytest.importorskip("flwr", reason="the flower extra: pip install -e '.[flower]'")
 
 from fedprune_core.config import ExperimentConfig  # noqa: E402
-from fedprune_core.fl.round import Missing, _client_row, _missing_row, client_updates  # noqa: E402
+from fedprune_core.fl.round import _client_row, _missing_row, client_updates  # noqa: E402
+from fedprune_core.fl.state import ClientState  # noqa: E402
+from fedprune_core.fl.systems import ClientProfile  # noqa: E402
+from fedprune_core.fl.types import ClientResult, ClientSlot, Missing, Update  # noqa: E402
 from fedprune_core.run.federation import sample_clients  # noqa: E402
 from fedprune_core.run.loop import run_experiment  # noqa: E402
 from fedprune_core.run.summary import TIMING_COLUMNS  # noqa: E402
@@ -76,17 +79,13 @@ def processes_of(work: Path) -> list[int]:
 
 
 def test_a_missing_row_has_the_columns_of_a_client_row():
-    from types import SimpleNamespace
-
-    from fedprune_core.fl.round import ClientSlot
-    from fedprune_core.fl.systems import ClientProfile
-
     slot = ClientSlot(3, [], ClientProfile(1.0, 1.0, 1.0))
-    result = SimpleNamespace(num_samples=5, plan=SimpleNamespace(coords=[0, 1]), sent=1,
-                             message=b"xy", train_flops=1, dense_train_flops=2, train_loss=0.5,
-                             update_time_sec=0.1, train_time_sec=0.1)
-    ok = _client_row(2, slot, 0.4, result, 10, 0.2, SimpleNamespace(size=4))
-    missing = _missing_row(2, Missing(slot, 10))
+    result = ClientResult(client_id=3, message=b"xy", num_samples=5, ratio=0.4, next_ratio=0.4,
+                          trained_params=2, sent=1, train_loss=0.5, train_flops=1,
+                          dense_train_flops=2, simulated_time_sec=0.2, update_time_sec=0.1,
+                          train_time_sec=0.1)
+    ok = _client_row(2, Update(slot, 10, result, ClientState(0.4)), 4)
+    missing = _missing_row(2, slot, 10)
     assert list(missing) == list(ok)  # the same columns in the same order
     assert (ok["status"], missing["status"]) == ("ok", "missing")
     assert math.isnan(ok["node_time_sec"])  # a simulated client has no node

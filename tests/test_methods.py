@@ -10,7 +10,7 @@ import torch
 from fedprune_core.config import ExperimentConfig
 from fedprune_core.data.catalog import DATASETS
 from fedprune_core.fl import wire
-from fedprune_core.fl.plan import Plan
+from fedprune_core.models.plan import Plan
 from fedprune_core.methods import names
 from fedprune_core.methods.aggregate.fedavg import FedAvg
 from fedprune_core.methods.aggregate.fedavgm import FedAvgM
@@ -69,7 +69,7 @@ def test_rolex_plans_roll_over_rounds_in_every_layer():
 # --- width rounding ---------------------------------------------------------------------------
 
 def test_kept_units_round_to_a_multiple_when_asked():
-    from fedprune_core.fl.plan import kept_units
+    from fedprune_core.models.plan import kept_units
     # at 0.4: 32 * 0.6 = 19.2 -> 19 exact; 19.2 / 8 = 2.4 -> 2 multiples -> 16
     assert [kept_units(w, 0.4) for w in (32, 64, 256)] == [19, 38, 154]
     assert [kept_units(w, 0.4, 8) for w in (32, 64, 256)] == [16, 40, 152]
@@ -239,7 +239,11 @@ def test_vgg_table_gets_structured_extraction_for_free():
 # --- registry and configuration -------------------------------------------------------------
 
 def test_config_choices_are_the_registered_methods():
-    choices = {f.name: set(f.metadata["choices"]) for f in dataclasses.fields(ExperimentConfig)}
+    from fedprune_core.checks import choices as allowed
+    choices = {f.name: set(allowed(f)) for f in dataclasses.fields(ExperimentConfig)}
+    assert choices["method"] == {"", *names("method")}
+    assert {"fedavg", "hybrid", "heterofl", "fjord", "fedrolex", "federated_dropout",
+            "sparsify"} <= choices["method"]
     assert choices["sparsify_method"] == set(names("compress"))
     assert choices["aggregation"] == set(names("aggregate"))
     assert choices["structured_selection"] | {"none", "magnitude"} == set(names("extract"))

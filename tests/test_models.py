@@ -21,9 +21,9 @@ from fedprune_core.data.catalog import DATASETS
 from fedprune_core.data.loading import TensorDataset
 from fedprune_core.fl import wire
 from fedprune_core.fl.evaluate import EvalSet, evaluate, norm_statistics
-from fedprune_core.fl.plan import structured_plan
+from fedprune_core.models.plan import structured_plan
 from fedprune_core.fl.round import client_updates
-from fedprune_core.fl.training import LocalTraining, train
+from fedprune_core.fl.training import LocalTraining, RoundTraining
 from fedprune_core.methods import build
 from fedprune_core.models.net import (ParamLayout, TableNet, group_norm, init_flat_params,
                                       model_from_flat)
@@ -323,7 +323,7 @@ def tiny_files(tmp_path):
 RUNS = {"preresnet18": dict(dataset="cifar10", model_width=0.25, structured_selection="first",
                             local_training="scaler", masked_ce=True),
         "resnet18": dict(dataset="cifar10", model_width=0.25, structured_selection="first",
-                         local_training="fjord", width_levels="0.5,1", momentum=0.9),
+                         local_training="fjord", pruning_levels="0.5,0", momentum=0.9),
         "leaf_cnn": dict(dataset="femnist", structured_selection="l1")}
 
 
@@ -356,10 +356,10 @@ def _deltas(setup, state, fed):
 COHORT = {"heterofl": dict(model="preresnet18", structured_selection="first",
                            local_training="scaler", masked_ce=True, momentum=0.9,
                            weight_decay=5e-4, grad_clip_norm=1.0,
-                           width_levels="1,0.5,0.25", level_assignment="dynamic"),
+                           pruning_levels="0,0.5,0.75", level_assignment="dynamic"),
           "fjord_distill": dict(model="resnet18", structured_selection="first",
                                 local_training="fjord", fjord_distill=True,
-                                width_levels="0.4,1", grad_clip_norm=1.0),
+                                pruning_levels="0.6,0", grad_clip_norm=1.0),
           "gn_l1": dict(model="preresnet18", model_norm="gn", structured_selection="l1")}
 # Relative L2 difference of a client's delta. A ReLU right after a norm sees inputs dense
 # around 0, so rounding flips a few of them a step, and a flipped position is one of only
@@ -400,14 +400,9 @@ def test_lr_schedule_by_hand():
     # MultiStepLR stepped after every round: rounds 1-300 at 0.1, 301-500 at 0.01, then 0.001
     assert [hp.lr_at(r) for r in (1, 300, 301, 500, 501, 800)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    assert hp.for_round(301).lr == pytest.approx(0.01) and hp.for_round(301).lr_milestones == ()
-    plain = LocalTraining(lr=0.1)
-    assert plain.for_round(1000) is plain  # no schedule: the same object, the same numbers
-    with pytest.raises(ValueError, match="for_round"):
-        model = TableNet(BLOCK)
-        train(model, TensorDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
-                                   torch.zeros(2, dtype=torch.int64)),
-              DATASETS["cifar10"], hp, torch.Generator())
+    # a round's settings carry its lr and no schedule: nothing below can train on the wrong one
+    assert hp.for_round(301) == RoundTraining(lr=pytest.approx(0.01))
+    assert not hasattr(hp.for_round(301), "lr_milestones")
     from fedprune_core.run.federation import build_training
     cfg = ExperimentConfig(lr=0.2, lr_milestones="150,250", lr_gamma=0.5)
     assert build_training(cfg).for_round(251).lr == pytest.approx(0.05)
@@ -434,15 +429,15 @@ def test_the_cohort_engine_trains_with_the_rounds_lr(tiny_files):
     torch.testing.assert_close(deltas[1], deltas[0] / 2, rtol=1e-4, atol=1e-7)
 
 
-def test_width_levels_spread_clients_in_blocks_and_dynamic_moves_them_on():
+def test_pruning_levels_spread_clients_in_blocks_and_dynamic_moves_them_on():
     fixed = build("ratio", "levels", ExperimentConfig(
-        pruning_mode="structured", adaptive_ratio=False, width_levels="0.2,0.4,0.6,0.8,1"))
+        pruning_mode="structured", adaptive_ratio=False, pruning_levels="0.8,0.6,0.4,0.2,0"))
     ratios = fixed.initial(np.zeros(100))
     # FjORD's tiers: client i at p = 0.2 * (i // 20 + 1)
     np.testing.assert_allclose(1 - ratios, 0.2 * (np.arange(100) // 20 + 1))
     assert fixed.next(ratios[0], 1.0, 1.0) == ratios[0]
     dynamic = build("ratio", "levels", ExperimentConfig(
-        pruning_mode="structured", adaptive_ratio=False, width_levels="1,0.5,0.25,0.125,0.0625",
+        pruning_mode="structured", adaptive_ratio=False, pruning_levels="0,0.5,0.75,0.875,0.9375",
         level_assignment="dynamic"))
     r, seen = float(dynamic.initial(np.zeros(10))[9]), []  # client 9 of 10 starts at e
     for _ in range(6):
@@ -450,12 +445,13 @@ def test_width_levels_spread_clients_in_blocks_and_dynamic_moves_them_on():
         r = dynamic.next(r, 1.0, 1.0)
     assert seen == pytest.approx([0.0625, 1, 0.5, 0.25, 0.125, 0.0625])
     assert method_names(ExperimentConfig(pruning_mode="structured", adaptive_ratio=False,
-                                         width_levels="1,0.5"))["ratio"] == "levels"
+                                         pruning_levels="0,0.5"))["ratio"] == "levels"
 
 
 @pytest.mark.parametrize("change, name", [
-    (dict(width_levels="1,0.5"), "width_levels"),  # adaptive_ratio is on by default
-    (dict(width_levels="1,1.5", adaptive_ratio=False), "width_levels"),
+    (dict(pruning_levels="0,0.5"), "pruning_levels"),  # adaptive_ratio is on by default
+    (dict(pruning_levels="0,1.5", adaptive_ratio=False), "pruning_levels"),
+    (dict(pruning_levels="0,1", adaptive_ratio=False), "pruning_levels"),  # 1 removes all
     (dict(model_width=0.5), "model_width"),  # simple_cnn has no width factor
     (dict(model="resnet18", dataset="cifar10", model_width=0), "model_width"),
     (dict(model_norm="gn"), "model_norm"),

@@ -44,11 +44,11 @@ def _heterofl_runs() -> RunTable:
     rows = []
     for i, (width, levels, partition, tail, best) in enumerate([
             (1.0, "", "iid", 90.0, 91.0), (1.0, "", "iid", 92.0, 92.5),
-            (1.0, "1,0.5,0.25,0.125,0.0625", "shards", 60.0, 62.0),
+            (1.0, "0,0.5,0.75,0.875,0.9375", "shards", 60.0, 62.0),
             (0.0625, "", "shards", 50.0, 51.0)]):
         rows.append({"run_name": f"r{i}", "label": "x", "seed": i, "model": "preresnet18",
                      "dataset": "cifar10", "partition": partition, "classes_per_client": 2,
-                     "model_width": width, "width_levels": levels,
+                     "model_width": width, "pruning_levels": levels,
                      "level_assignment": "dynamic" if levels else "fixed",
                      "rounds_completed": 400, "tail_test_accuracy": tail,
                      "best_test_accuracy": best})
@@ -68,7 +68,7 @@ def test_heterofl_table_has_the_global_accuracy_per_mix_beside_paper_and_flower(
     assert (mix["Global acc. (%) (paper)"], mix["Global acc. (%) (Flower)"]) == (61.64, 45.08)
     assert (table.iloc[2]["Global acc. (%) (paper)"], table.iloc[2]["Global acc. (%) (Flower)"]
             ) == (54.16, "–")
-    assert heterofl_mix(1.0, "1,0.5", "fixed") == "a-b (fix)"
+    assert heterofl_mix(1.0, "0,0.5", "fixed") == "a-b (fix)"
     assert heterofl_mix(0.3, "") == "0.3"
 
 
@@ -128,7 +128,7 @@ def test_each_reproduce_file_runs_one_round_on_a_few_samples(tmp_path, path, no_
                  run_name=Path(path).stem, classes_per_client=1)
     result = run_experiment(cfg.replace(**small))
     assert result.summary["rounds_completed"] == 1
-    if cfg.width_levels:  # every level evaluated (at most the 3 clients' levels)
+    if cfg.pruning_levels:  # every level evaluated (at most the 3 clients' levels)
         assert len(result.summary["widths"]) >= 2
 
 
@@ -148,3 +148,20 @@ def test_reproduce_batch_end_to_end_at_a_tiny_scale(tmp_path):
     assert dict(zip(table["E"], table["Rounds to 99% (paper)"])) == {1: 350, 5: 229, 20: 173}
     assert (table["Rounds to 99% (ours)"] == "not reached (0/1 seeds)").all()  # after 1 round
     assert "Rounds to 99% (paper)" in paths["md"].read_text()
+
+
+def test_make_reproduce_heterofl_mnist_runs_every_row_for_one_round(tmp_path):
+    """`make reproduce PAPER=heterofl_mnist` (Flower's setting, every row of its table) for one
+    round on a few MNIST samples: the batch, then the table beside Flower's numbers."""
+    small = ("num_clients=4 clients_per_round=4 data_fraction=0.02 local_epochs=1 batch_size=32 "
+             "test_samples=300 norm_stats_samples=100 eval_every=1")
+    proc = subprocess.run(["make", "--no-print-directory", "reproduce", "PAPER=heterofl_mnist",
+                           "ROUNDS=1", f"SET={small}", f"RESULTS={tmp_path / 'results'}",
+                           "JOBS=2"], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "reproduce_heterofl_mnist" / "reproduce.csv")
+    assert list(table["Model mix"]) == ["a", "a-e", "a-b-c-d-e", "b", "c", "d", "e"]
+    assert list(table["Global acc. (%) (Flower)"]) == [98.87, 98.9, 98.5, 98.81, 97.14, 97.58,
+                                                      96.5]
+    assert (table["Rounds run"] == 1).all() and (table["Seeds"] == 1).all()
+    assert table["Global acc. (%) (ours, tail)"].str.match(r"^\d+\.\d\d$").all()

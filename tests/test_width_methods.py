@@ -12,9 +12,9 @@ import torch
 from fedprune_core.data.catalog import DatasetInfo
 from fedprune_core.data.loading import TensorDataset
 from fedprune_core.fl import wire
-from fedprune_core.fl.plan import output_classes, structured_plan, with_classes
+from fedprune_core.models.plan import output_classes, structured_plan, with_classes
 from fedprune_core.fl.state import ServerState
-from fedprune_core.fl.training import LocalTraining, train
+from fedprune_core.fl.training import RoundTraining, train
 from fedprune_core.methods import build
 from fedprune_core.models.net import ParamLayout, TableNet, model_from_flat
 from fedprune_core.models.table import Layer, ModelSpec
@@ -82,7 +82,7 @@ def test_a_sliced_width_computes_the_nested_sub_model_and_trains_only_its_units(
     data = TensorDataset(torch.randint(0, 255, (8, 1, 28, 28), dtype=torch.uint8),
                          torch.arange(8) % 10)
     from fedprune_core.data.catalog import DATASETS
-    train(model, data, DATASETS["mnist"], LocalTraining(lr=0.1, local_epochs=1, batch_size=8),
+    train(model, data, DATASETS["mnist"], RoundTraining(lr=0.1, local_epochs=1, batch_size=8),
           torch.Generator().manual_seed(0), widths=lambda: widths)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     outside = torch.ones(LAYOUT.size, dtype=torch.bool)
@@ -96,7 +96,7 @@ def test_fjord_flops_count_each_steps_width_and_distillation_the_teacher_too():
     model = model_from_flat(SPEC, global_vector())
     data = TensorDataset(torch.randint(0, 255, (10, 1, 28, 28), dtype=torch.uint8),
                          torch.arange(10))
-    hp = LocalTraining(lr=0.01, local_epochs=1, batch_size=4)  # batches of 4, 4, 2
+    hp = RoundTraining(lr=0.01, local_epochs=1, batch_size=4)  # batches of 4, 4, 2
     narrow = [8, 16, 64]
     flops_narrow = SPEC.with_widths(dict(zip(SPEC.groups, narrow))).train_flops_per_sample()
     _, flops = train(model, data, DATASETS["mnist"], hp, torch.Generator().manual_seed(0),
@@ -131,7 +131,7 @@ def test_masked_ce_maps_labels_onto_the_clients_outputs():
     info = DatasetInfo("", 3, 1, 10, (0.0,) * 3, (1 / 255,) * 3, 10)
     for p in net.parameters():
         torch.nn.init.zeros_(p)
-    loss, _ = train(net, data, info, LocalTraining(lr=0.0, local_epochs=1, batch_size=4),
+    loss, _ = train(net, data, info, RoundTraining(lr=0.0, local_epochs=1, batch_size=4),
                     torch.Generator().manual_seed(0), classes=torch.tensor([5, 9]))
     assert loss == pytest.approx(math.log(2))  # zero logits over the client's 2 classes
 

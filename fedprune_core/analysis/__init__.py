@@ -13,6 +13,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..checks import writable_folder
+from .cost import accuracy_at_budget, budget_display, cost_display, cost_to_accuracy
 from .figures import (BANDS, FIGURE_DPI, accuracy_curves, accuracy_figure, display_width,
                       method_styles,
                       plot_accuracy_vs_flops, plot_accuracy_vs_round, plot_accuracy_vs_uplink,
@@ -26,7 +28,7 @@ from .tables import (RUN_COLUMNS, STAT_COLUMNS, label_stats, legend_table, mean_
                      method_table, rounds_to_target, run_table, runs_display, width_table,
                      write_table)
 
-__all__ = ["reproduce_table", "write_reproduce", "BASELINE_LABEL", "CONFIG_FIELDS", "FIGURE_DPI", "RUN_COLUMNS", "STAT_COLUMNS",
+__all__ = ["accuracy_at_budget", "cost_to_accuracy", "reproduce_table", "write_reproduce", "BASELINE_LABEL", "CONFIG_FIELDS", "FIGURE_DPI", "RUN_COLUMNS", "STAT_COLUMNS",
            "RunTable", "accuracy_curves", "analyze", "label_order", "label_stats", "load_runs",
            "mean_ci", "method_table", "plot_accuracy_vs_flops", "plot_accuracy_vs_round",
            "plot_accuracy_vs_uplink", "plot_client_pruning", "plot_partition",
@@ -75,8 +77,13 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
     tables = {"methods": method_table(runs, target_accuracy),
               "methods_stats": label_stats(runs, target_accuracy),
               "runs": run_table(runs, target_accuracy)}
+    shown = {}
     if baseline in set(runs.summaries.label):
         tables["paired"] = paired_display(paired_table(runs, baseline))
+        tables["cost_to_accuracy"] = cost_to_accuracy(runs, baseline, absolute=target_accuracy)
+        tables["accuracy_at_budget"] = accuracy_at_budget(runs, baseline)
+        shown["cost_to_accuracy"] = cost_display(tables["cost_to_accuracy"], baseline)
+        shown["accuracy_at_budget"] = budget_display(tables["accuracy_at_budget"], baseline)
     else:
         notes.append(f"No paired table: no runs labelled {baseline!r} (the baseline; pass "
                      f"baseline=... to compare with another label)")
@@ -98,7 +105,7 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
                                       encoding="utf-8")
     # runs.md and .tex as a page shows them: headers with units, fewer digits (runs.csv
     # keeps every column's name and digits)
-    shown = {"runs": runs_display(tables["runs"])}
+    shown["runs"] = runs_display(tables["runs"])
     written = {name: write_table(df, out_dir, name, shown.get(name))
                for name, df in tables.items()}
     return {"out_dir": out_dir, "notes": notes, "tables": written, "figures": figures,
@@ -108,6 +115,4 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
 def _check_writable(out_dir: Path) -> None:
     """out_dir must be a folder this process can write, said before the first figure (a
     read-only results folder is a clear error, not a traceback from deep in matplotlib)."""
-    from ..checks import writable_folder
-
     writable_folder(out_dir, "out_dir")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -28,6 +29,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from scipy import stats
 
+from ..errors import ConfigError
 from .loading import BASELINE_LABEL, RunTable, label_aliases, label_order
 
 FIGURE_DPI = 300
@@ -42,8 +44,11 @@ _MARKS_PER_LINE = 12  # markers on a curve at most, however many rounds it has
 
 @contextmanager
 def _style():
-    """Seaborn's look for the figures made inside, without changing global rcParams."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.25):
+    """Seaborn's look for the figures made inside, without changing global rcParams. Texts are
+    plain: a label with dollar signs is a label, not matplotlib's math (which would drop them,
+    or fail to draw on one alone)."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.25), \
+            rc_context({"text.parse_math": False}):
         yield
 
 
@@ -77,8 +82,6 @@ def resolve_bands(bands: str, runs: RunTable) -> str:
     """`auto` is what reads at the seeds there are: no band without two seeds, ±1 SD below four
     (a 95% t interval over 2 seeds is ±12.7 SD: a band from 0 to 100), the 95% CI from four."""
     if bands not in BANDS:
-        from ..config import ConfigError
-
         raise ConfigError(f"bands: {bands!r} is not allowed; allowed: {', '.join(BANDS)}")
     if bands != "auto":
         return bands

@@ -11,6 +11,10 @@ paper's own metric.
   classes a client), beside the paper's poster table and Flower's reproduction (full
   participation). Ours is the tail accuracy (mean of the last tail_rounds evaluations) and,
   as HeteroFL reports, the best evaluated round (selected on the test set).
+- `heterofl_mnist`: the same HeteroFL on non-IID MNIST (2 label shards a client, all 100
+  clients every round, 400 rounds) with their 4-convolution CNN, as Flower's baseline runs it:
+  the global accuracy of each model mix (a ... e: one width for every client; a-e and
+  a-b-c-d-e: clients spread over those widths, dynamically), beside Flower's table.
 - `fjord`: Horvath et al. 2021 ("FjORD: Fair and Accurate Federated Learning under
   heterogeneous targets with Ordered Dropout", NeurIPS) as Flower's baseline runs it: ResNet-18
   on CIFAR-10, the global model's accuracy at each width p = 0.2 ... 1.0 (summary.json's
@@ -34,7 +38,7 @@ import pandas as pd
 from .loading import RunTable, load_runs
 from .tables import mean_ci, rounds_to_target, write_table
 
-PAPERS = ("mcmahan", "heterofl", "fjord")
+PAPERS = ("mcmahan", "heterofl", "heterofl_mnist", "fjord")
 TARGET = 99.0
 # McMahan et al. Table 2 (MNIST CNN, 99%, FedAvg, non-IID column): (E, B) -> rounds.
 PAPER_ROUNDS = {(1, 10): 350, (5, 10): 229, (20, 10): 173}
@@ -44,13 +48,16 @@ HETEROFL_PAPER = {("a", "IID"): 91.19, ("a", "non-IID"): 56.88,
                   ("e", "IID"): 77.09, ("e", "non-IID"): 54.16}
 HETEROFL_FLOWER = {("a", "IID"): 90.83, ("a", "non-IID"): 53.59,
                    ("a-b-c-d-e", "IID"): 87.46, ("a-b-c-d-e", "non-IID"): 45.08}
-LEVEL_LETTERS = {1.0: "a", 0.5: "b", 0.25: "c", 0.125: "d", 0.0625: "e"}
+# Flower's HeteroFL baseline on non-IID MNIST (README, dynamic): global accuracy (%) per mix.
+HETEROFL_MNIST_FLOWER = {"a": 98.87, "a-e": 98.9, "a-b-c-d-e": 98.5, "b": 98.81, "c": 97.14,
+                         "d": 97.58, "e": 96.5}
+LEVEL_LETTERS = {1.0: "a", 0.5: "b", 0.25: "c", 0.125: "d", 0.0625: "e"}  # by kept fraction
 # Flower's FjORD baseline, ResNet-18 on CIFAR-10: accuracy (%) at p = 0.2, 0.4, 0.6, 0.8, 1.0.
 FJORD_P = (0.2, 0.4, 0.6, 0.8, 1.0)
 FJORD_BASELINE = {"FjORD": (83.9, 85.6, 86.2, 85.7, 84.8),
                   "FjORD + KD": (83.7, 86.1, 86.6, 86.5, 85.9)}
 # config.json fields the tables read beyond loading.CONFIG_FIELDS, with their defaults
-CONFIG_EXTRA = {"model_width": 1.0, "width_levels": "", "level_assignment": "fixed",
+CONFIG_EXTRA = {"model_width": 1.0, "pruning_levels": "", "level_assignment": "fixed",
                 "local_training": "sgd", "fjord_distill": False, "classes_per_client": 2}
 
 
@@ -64,7 +71,7 @@ def reproduce_table(runs: RunTable, paper: str = "mcmahan", target: float = TARG
     for name, default in CONFIG_EXTRA.items():
         s[name] = s[name].fillna(default) if name in s else default
     return {"mcmahan": lambda: _mcmahan(s, runs, target), "heterofl": lambda: _heterofl(s),
-            "fjord": lambda: _fjord(s)}[paper]()
+            "heterofl_mnist": lambda: _heterofl_mnist(s), "fjord": lambda: _fjord(s)}[paper]()
 
 
 def _acc(values) -> str:
@@ -95,12 +102,13 @@ def _mcmahan(s: pd.DataFrame, runs: RunTable, target: float) -> pd.DataFrame:
         f"Rounds to {target:g}% (paper)", "Tail acc. (%)"])
 
 
-def heterofl_mix(model_width: float, width_levels: str, level_assignment: str = "fixed") -> str:
-    """HeteroFL's name of a model mix: its levels' letters (a = 1 ... e = 1/16), or widths."""
-    def letter(v: float) -> str:
-        return LEVEL_LETTERS.get(float(v), f"{float(v):g}")
-    if width_levels:
-        mix = "-".join(letter(v) for v in str(width_levels).split(","))
+def heterofl_mix(model_width: float, pruning_levels: str, level_assignment: str = "fixed") -> str:
+    """HeteroFL's name of a model mix: its levels' letters (a = the whole width ... e = 1/16 of
+    it, pruning ratio 0.9375), or a single model's width."""
+    def letter(kept: float) -> str:
+        return LEVEL_LETTERS.get(float(kept), f"{float(kept):g}")
+    if pruning_levels:
+        mix = "-".join(letter(1.0 - float(v)) for v in str(pruning_levels).split(","))
         return mix if level_assignment == "dynamic" else f"{mix} (fix)"
     return letter(model_width)
 
@@ -109,7 +117,7 @@ def _heterofl(s: pd.DataFrame) -> pd.DataFrame:
     """One row per (model mix, data split) among the finished PreResNet-18 CIFAR-10 runs."""
     s = s[(s["model"] == "preresnet18") & (s["dataset"] == "cifar10")].copy()
     s["mix"] = [heterofl_mix(w, lv, a) for w, lv, a in
-                zip(s["model_width"], s["width_levels"], s["level_assignment"])]
+                zip(s["model_width"], s["pruning_levels"], s["level_assignment"])]
     s["data"] = ["IID" if p == "iid" else f"non-IID ({int(c)} classes)" if p == "shards"
                  else p for p, c in zip(s["partition"], s["classes_per_client"])]
     columns = ["Model mix", "Data", "Seeds", "Rounds run", "Global acc. (%) (ours, tail)",
@@ -129,6 +137,24 @@ def _heterofl(s: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["Data", "Model mix"], key=lambda c: c.map(
         lambda v: order.get(v, len(order))) if c.name == "Model mix" else c,
         kind="stable").reset_index(drop=True)
+
+
+def _heterofl_mnist(s: pd.DataFrame) -> pd.DataFrame:
+    """One row per model mix among the finished heterofl_conv MNIST runs, in Flower's order."""
+    s = s[(s["model"] == "heterofl_conv") & (s["dataset"] == "mnist")].copy()
+    s["mix"] = [heterofl_mix(w, lv, a).removesuffix(" (fix)") for w, lv, a in
+                zip(s["model_width"], s["pruning_levels"], s["level_assignment"])]
+    columns = ["Model mix", "Seeds", "Rounds run", "Global acc. (%) (ours, tail)",
+               "Best acc. (%) (ours)", "Global acc. (%) (Flower)"]
+    rows = []
+    for mix in [*HETEROFL_MNIST_FLOWER, *sorted(set(s["mix"]) - set(HETEROFL_MNIST_FLOWER))]:
+        group = s[s["mix"] == mix]
+        rows.append({"Model mix": mix, "Seeds": len(group),
+                     "Rounds run": int(group["rounds_completed"].max()) if len(group) else 0,
+                     "Global acc. (%) (ours, tail)": _acc(group["tail_test_accuracy"]),
+                     "Best acc. (%) (ours)": _acc(group["best_test_accuracy"]),
+                     "Global acc. (%) (Flower)": HETEROFL_MNIST_FLOWER.get(mix, "–")})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _fjord(s: pd.DataFrame) -> pd.DataFrame:

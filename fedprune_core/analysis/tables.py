@@ -6,6 +6,7 @@ normal approximation or a bootstrap is too narrow.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 from scipy import stats
 
+from .figures import method_styles
 from .loading import BASELINE_LABEL, RunTable, label_aliases, label_order
 
 # Per-run numbers in the runs table; the ones after "seed" are also pooled over seeds per label.
@@ -140,16 +142,29 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str,
     right = _is_numeric_column(shown)
     align = ["right" if r else "left" for r in right]
     # No number parsing: tabulate would otherwise turn a formatted "1.0" back into "1.00".
-    paths["md"].write_text(shown.to_markdown(index=False, disable_numparse=True, colalign=align)
-                           + "\n")
+    markdown = shown.map(markdown_escape).rename(columns=markdown_escape)
+    paths["md"].write_text(markdown.to_markdown(index=False, disable_numparse=True,
+                                                colalign=align) + "\n")
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex",
                                                                                  axis=1)
     tex = styler.to_latex(hrules=True, column_format="".join("r" if r else "l" for r in right))
-    # Signs as LaTeX commands, so the table compiles whatever the engine's input encoding.
+    # Signs as LaTeX commands, so the table compiles whatever the engine's input encoding; a
+    # written "--" stays two hyphens (LaTeX would print an en dash).
+    tex = tex.replace("--", "-{}-")
     for char, command in (("±", r"$\pm$"), ("×", r"$\times$"), ("–", "--")):
         tex = tex.replace(char, command)
     paths["tex"].write_text(tex)
     return paths
+
+
+# Markdown's punctuation that can mean markup inside a table cell (emphasis, code, links, HTML,
+# math in Jupyter, the cell separator): escaped, so a cell reads back as the text it holds.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~$&^])")
+
+
+def markdown_escape(text: str) -> str:
+    """`text` as a Markdown table cell that renders as `text` (CommonMark backslash escapes)."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -236,8 +251,6 @@ _LINE_NAMES = {"-": "solid", "--": "dashed", "-.": "dash-dot", ":": "dotted"}
 def legend_table(runs: RunTable, baseline: str = BASELINE_LABEL) -> pd.DataFrame:
     """The figures' legend key: per method its short label, its style (a grey-scale print
     still tells the markers apart), its full label as the tables write it, and its seeds."""
-    from .figures import method_styles
-
     labels = label_order(runs.summaries)
     styles, aliases = method_styles(labels, baseline), label_aliases(runs.summaries)
     palette = {tuple(c): name for c, name in zip(sns.color_palette("colorblind", 10),

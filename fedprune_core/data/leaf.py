@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loading import DataUnavailableError, TensorDataset
+from ..errors import DataUnavailableError
+from .dataset import TensorDataset
 
 PIXELS = 28 * 28
 

@@ -30,35 +30,19 @@ import os
 import pickle
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .catalog import DATASETS, DatasetInfo
-from ..config import ConfigError
+from ..errors import ConfigError, DataUnavailableError
 from ..rng import numpy_generator
+from .catalog import DATASETS, DatasetInfo
+from .dataset import TensorDataset, normalize  # noqa: F401 - re-exported: data's API
+from .leaf import femnist_folders, load_femnist
 
 DATA_ROOT_ENV = "FEDPRUNE_DATA_ROOT"
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset is neither on disk nor downloadable, or its files are malformed."""
-
-
-@dataclass(frozen=True)
-class TensorDataset:
-    """Images as uint8 [N, C, H, W], labels as int64 [N] and, for datasets that record who wrote
-    each sample (FEMNIST), `groups`: the writer's number, int64 [N] (None otherwise)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    groups: Optional[torch.Tensor] = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def resolve_data_root(data_root: str | None) -> Path:
@@ -71,8 +55,6 @@ def load_dataset(name: str, data_root: str | None = None) -> tuple[TensorDataset
     info = DATASETS[name]
     root = resolve_data_root(data_root).resolve()
     if info.source == "leaf":
-        from .leaf import femnist_folders, load_femnist
-
         train, test = load_femnist(root, info.num_classes)
         files = {split: [folder] for split, folder in femnist_folders(root).items()}
     else:
@@ -267,14 +249,6 @@ def _check_loaded(name: str, info: DatasetInfo, train: TensorDataset, test: Tens
             f"dataset {name!r}: the train split ({len(train)} samples, {files['train'][0]}) is "
             f"not larger than the test split ({len(test)} samples, {files['test'][0]}): are "
             f"the train and test files swapped, or one of them truncated?")
-
-
-def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
-    """uint8 batch -> normalised float32, channels-last (the fast layout for the CNN on CPU)."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in info.std], device=images.device)
-    shift = torch.tensor([m / s for m, s in zip(info.mean, info.std)], device=images.device)
-    x = images.to(torch.float32, memory_format=torch.channels_last)
-    return x.mul_(scale.view(1, -1, 1, 1)).sub_(shift.view(1, -1, 1, 1))
 
 
 def subsample(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:

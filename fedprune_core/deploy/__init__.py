@@ -12,7 +12,6 @@ on this machine, runs one experiment and stops them all.
 Importing this package (and launch.py) needs neither flwr nor torch; the apps need both.
 """
 
+from ..errors import DeploymentError
 
-class DeploymentError(RuntimeError):
-    """The deployment cannot go on (nodes missing or mismatched, a round without any update):
-    the run stops, its last finished round's checkpoint kept."""
+__all__ = ["DeploymentError"]

@@ -1,7 +1,7 @@
 """The ClientApp: what a SuperNode runs for each message (Flower's message API).
 
-`train` runs one client's local update (node.py) and replies with its encoded update and the
-numbers the server's row needs; `query` tells the ServerApp which clients this node hosts, so
+`train` runs one client's local update (node.py) and replies with its encoded update and its
+result record (fl.types.ClientResult); `query` tells the ServerApp which clients this node hosts, so
 that it can address each sampled client's node. Failures come back as Flower errors whose
 reason says what kind they are (protocol.py).
 """
@@ -17,7 +17,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from . import protocol
-from .node import NodeSettings
+from .node import NodeSettings, run_task
 
 app = ClientApp()
 
@@ -29,18 +29,15 @@ def _error(message: Message, kind: str, text: str) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    from .node import run_task, warm_up
-
-    warm_up()  # one-time imports, paid before the clock as a long-lived client pays them once
     start = time.perf_counter()
     try:
         settings = NodeSettings.from_node_config(dict(context.node_config))
-        update, numbers = run_task(settings, protocol.Task.from_message(msg))
+        update, record = run_task(settings, protocol.Task.from_message(msg))
     except protocol.NodeFailure as err:
         return _error(msg, err.kind, str(err))
     # the node's wall time for the whole task (federation, state, update, saving)
-    numbers["node-time-sec"] = time.perf_counter() - start
-    return protocol.reply(msg, update, numbers)
+    record["node_time_sec"] = time.perf_counter() - start
+    return protocol.reply(msg, update, record)
 
 
 @app.query()

@@ -1,176 +1,46 @@
-"""`python -m fedprune_core deploy`: one experiment on a Flower deployment (Beutel et al. 2020).
+"""A deployment on this machine or at a SuperLink (Beutel et al. 2020, Flower).
 
 By default everything runs on this machine, each part its own process as on real machines: a
 SuperLink on 127.0.0.1, `--nodes` SuperNodes (node i hosts the clients {cid : cid % N == i}),
-then `flwr run` submits the app (server_app.py / client_app.py) with the experiment's parameters
-and streams the ServerApp's log here. Ports are picked free at start. Whatever happens (a
-finished run, an error, Ctrl-C, SIGTERM), every process started here is stopped before the
-command returns: the Flower processes start their own helpers (SuperExec, one ClientApp per
-message), so this process becomes their subreaper and stops the whole tree by pid.
+then `flwr run` submits the app (server_app.py / client_app.py, package.py writes it) with the
+experiment's parameters and streams the ServerApp's log here. Ports are picked free at start.
+Whatever happens (a finished run, an error, Ctrl-C, SIGTERM), every process started here is
+stopped before the command returns (supervisor.py).
 
 With `--superlink HOST:PORT` nothing is started here: the app is submitted to that SuperLink,
-whose SuperNodes run elsewhere (README: "On real machines").
-
-This module needs neither flwr nor torch to be imported (the CLI builds its parser from it).
+whose SuperNodes run elsewhere (README: "On real machines"). This module needs no torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import queue
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import ConfigError
+from ..errors import CommandError
+from ..run.guard import OWNER_ENV, lock_run_dir
+from . import package
+from .command import Options, parse_address
+from .supervisor import AppWatch, Supervisor
 
-DEFAULT_NODES = 4
-APP_NAME = "fedprune-sparse"
-CONNECTION = "fedprune"  # the SuperLink connection's name in the Flower config this writes
 RESULT_MARKER = "FEDPRUNE-DEPLOY-RESULT "  # server_app.RESULT_MARKER (not imported: flwr)
-STOP_GRACE_SEC = 15.0  # SIGTERM, then SIGKILL for what is left
 STREAM_GRACE_SEC = 60.0  # for the log of a ServerApp that ended cleanly to arrive
 START_LIMIT_SEC = 300.0  # for the SuperLink to listen (a safety limit, not a timing)
-DATA_ROOT_ENV = "FEDPRUNE_DATA_ROOT"  # data.loading.resolve_data_root (not imported: torch)
 
 
-class DeployFailed(Exception):
+class DeployFailed(CommandError):
     """A one-line error (`error: ...`) and the exit status the command returns."""
-
-    def __init__(self, message: str, status: int = 1):
-        super().__init__(message)
-        self.status = status
-
-
-def add_deploy_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("deployment (Flower SuperLink and SuperNodes)")
-    group.add_argument("--nodes", type=int, default=DEFAULT_NODES, metavar="N",
-                       help="SuperNodes; node i hosts the clients whose id %% N == i.")
-    group.add_argument("--superlink", metavar="HOST:PORT",
-                       help="Submit to this running SuperLink (its SuperNodes run elsewhere, "
-                            "started with node-index/num-nodes) instead of starting one and the "
-                            "nodes here.")
-    group.add_argument("--root_certificates", metavar="CA.pem",
-                       help="With --superlink: the CA certificate of its TLS (without it the "
-                            "connection is insecure).")
-    group.add_argument("--state_dir", metavar="DIR",
-                       help="Where the local SuperNodes keep their clients' residuals and "
-                            "ratios (DIR/node-i); default: RESULTS_DIR/.deploy/RUN_NAME.")
-    group.add_argument("--round_timeout", type=float, default=3600.0, metavar="SEC",
-                       help="Replies not in this many seconds after a round's broadcast count as "
-                            "missing (a round with none fails); 0 = wait for every reply or for "
-                            "Flower to declare its node gone.")
-    group.add_argument("--node_wait", type=float, default=600.0, metavar="SEC",
-                       help="How long the server waits for every SuperNode before round 1.")
-    group.add_argument("--kill_node", metavar="INDEX:ROUND",
-                       help="Fault injection: SIGKILL SuperNode INDEX while its first client of "
-                            "round ROUND trains.")
-    group.add_argument("--crash_after_round", type=int, default=0, metavar="ROUND",
-                       help="Fault injection: the ServerApp dies once round ROUND's replies are "
-                            "in, before aggregating or saving it (then rerun with --resume).")
-
-
-@dataclass(frozen=True)
-class Options:
-    nodes: int
-    superlink: Optional[str]
-    root_certificates: Optional[str]
-    state_dir: Optional[str]
-    round_timeout: float
-    node_wait: float
-    kill_node: Optional[tuple[int, int]]
-    crash_after_round: int
-
-    @classmethod
-    def from_args(cls, args) -> "Options":
-        def bad(name: str, value, allowed: str) -> ConfigError:
-            return ConfigError(f"{name}: {value!r} is not allowed; allowed: {allowed}")
-
-        if args.nodes < 1:
-            raise bad("nodes", args.nodes, "an int >= 1")
-        for name in ("round_timeout", "node_wait"):
-            value = getattr(args, name)
-            if not (value >= 0 and value < float("inf")):
-                raise bad(name, value, "seconds >= 0")
-        if args.superlink is not None and not _parse_address(args.superlink):
-            raise bad("superlink", args.superlink, "HOST:PORT")
-        kill = None
-        if args.kill_node:
-            match = re.fullmatch(r"(\d+):(\d+)", args.kill_node)
-            if not match or int(match[1]) >= args.nodes or int(match[2]) < 1:
-                raise bad("kill_node", args.kill_node, f"INDEX:ROUND with INDEX < {args.nodes}")
-            kill = (int(match[1]), int(match[2]))
-        if args.superlink and (kill or args.state_dir):
-            raise ConfigError("kill_node, state_dir: only for the nodes this command starts "
-                              "(not with --superlink)")
-        if args.root_certificates and not args.superlink:
-            raise ConfigError("root_certificates: only with --superlink (the local SuperLink "
-                              "runs on 127.0.0.1 without TLS)")
-        if args.crash_after_round < 0:
-            raise bad("crash_after_round", args.crash_after_round, "a round >= 1 (0: off)")
-        return cls(args.nodes, args.superlink, args.root_certificates, args.state_dir,
-                   args.round_timeout, args.node_wait, kill, args.crash_after_round)
-
-
-def cmd_deploy(args) -> int:
-    from ..cli import config_from_args, interrupted
-
-    cfg = config_from_args(args)  # validated before anything starts
-    opts = Options.from_args(args)
-    try:
-        _check_flower()
-    except DeployFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.status
-    if cfg.run_name is None:
-        import datetime as dt
-
-        cfg = cfg.replace(run_name=dt.datetime.now().strftime("run_%Y%m%d_%H%M%S"))
-    if opts.superlink is None:  # the ServerApp runs here: paths as this shell means them
-        from ..checks import check_results_dir
-
-        root = cfg.data_root or os.environ.get(DATA_ROOT_ENV) or "./data"
-        cfg = cfg.replace(results_dir=str(Path(cfg.results_dir).expanduser().resolve()),
-                          data_root=str(Path(root).expanduser().resolve()))
-        check_results_dir(cfg.results_dir)
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    deployment = Deployment(cfg, opts)
-    try:
-        return deployment.run()
-    except DeployFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.status
-    except KeyboardInterrupt as err:  # every process started here is stopped by now
-        if opts.superlink is None:
-            return interrupted(err, Path(cfg.results_dir) / cfg.run_name)
-        print(f"interrupted: no longer following run {deployment.run_id or '(not started)'}, "
-              f"which goes on at the SuperLink {opts.superlink} (`flwr stop` stops it)",
-              file=sys.stderr)
-        return 128 + (err.signum if isinstance(err, Terminated) else 2)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, stopped like Ctrl-C (cli.interrupted reads its name and signum)."""
-
-    signum = signal.SIGTERM
-
-
-def _terminate(signum, frame):
-    raise Terminated
 
 
 class Deployment:
@@ -178,9 +48,8 @@ class Deployment:
         self.cfg, self.opts = cfg, opts
         self.local = opts.superlink is None
         self.run_dir = Path(cfg.results_dir) / cfg.run_name
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.others = set(_descendants([os.getpid()]))  # children not started here
         self.work: Optional[Path] = None
+        self.supervisor: Optional[Supervisor] = None
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         self.owner_env: dict[str, str] = {}
         self.run_id: Optional[str] = None  # Flower's, once `flwr run` has started it
@@ -191,8 +60,6 @@ class Deployment:
         if self.local:
             # the run folder's lock, held for the ServerApp (our descendant: run.guard), so a
             # second deploy of this run cannot wipe the node state of the first
-            from ..run.guard import OWNER_ENV, lock_run_dir
-
             lock = lock_run_dir(self.run_dir)  # RunLockedError: exit 2, nothing touched
             self.owner_env = {OWNER_ENV: str(os.getpid())}
         try:
@@ -215,10 +82,10 @@ class Deployment:
             self._tmp = tempfile.TemporaryDirectory(prefix="fedprune-deploy-")
             self.work = Path(self._tmp.name)
             (self.work / "logs").mkdir()
-        _become_subreaper()
+        self.supervisor = Supervisor(self.work / "logs", self._env)
         try:
             address = self.opts.superlink or self._start_superlink()
-            _check_reachable(address)
+            check_reachable(address)
             if self.local:
                 for i in range(self.opts.nodes):
                     self._start_node(i, address)
@@ -227,7 +94,7 @@ class Deployment:
                 self._forget_node_state()
             return status
         finally:
-            self.stop()
+            self.supervisor.stop()
             if self._tmp is not None:
                 self._tmp.cleanup()
 
@@ -266,28 +133,17 @@ class Deployment:
         env.update(self.owner_env)
         return env
 
-    def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        log = open(self.work / "logs" / f"{name}.log", "ab")
-        try:
-            proc = subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL,
-                                    stdout=kwargs.pop("stdout", log), stderr=subprocess.STDOUT,
-                                    start_new_session=True, **kwargs)
-        finally:
-            log.close()
-        self.procs[name] = proc
-        return proc
-
     def _start_superlink(self) -> str:
-        port = _free_port()
-        proc = self._spawn("superlink", [_tool("flower-superlink"), "--insecure", "--host",
+        port = free_port()
+        proc = self.supervisor.spawn("superlink", [tool("flower-superlink"), "--insecure", "--host",
                                          "127.0.0.1", "--port", str(port),
                                          "--disable-runtime-dependency-installation"])
         deadline = time.monotonic() + START_LIMIT_SEC
-        while not _listening("127.0.0.1", port):
+        while not listening("127.0.0.1", port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise DeployFailed(f"the SuperLink did not start (exit status {proc.poll()}); "
                                    f"its log: {self.work / 'logs' / 'superlink.log'}"
-                                   f"{_tail(self.work / 'logs' / 'superlink.log')}", 2)
+                                   f"{tail(self.work / 'logs' / 'superlink.log')}", 2)
             time.sleep(0.1)
         return f"127.0.0.1:{port}"
 
@@ -304,46 +160,9 @@ class Deployment:
                                    f"carry it); allowed: a path without '", 2)
         text = " ".join(f"{k}='{v}'" if isinstance(v, str) else f"{k}={v}"
                         for k, v in config.items())
-        self._spawn(f"supernode-{index}", [
-            _tool("flower-supernode"), "--insecure", "--superlink", address, "--host",
-            "127.0.0.1", "--port", str(_free_port()), "--node-config", text])
-
-    def _write_flower_config(self, address: str) -> None:
-        """FLWR_HOME/config.toml naming the SuperLink connection `flwr run` uses."""
-        import tomli_w
-
-        home = self.work / "flwr-home"
-        home.mkdir(parents=True, exist_ok=True)
-        connection = {"address": address}
-        if self.opts.root_certificates:
-            connection["root-certificates"] = str(Path(self.opts.root_certificates).resolve())
-        else:
-            connection["insecure"] = True
-        (home / "config.toml").write_text(tomli_w.dumps(
-            {"superlink": {"default": CONNECTION, CONNECTION: connection}}))
-
-    def _write_app(self) -> Path:
-        """The Flower app: its pyproject names the components (installed with this package,
-        so server and nodes run the same code) and the run config's keys."""
-        from .. import __version__
-
-        app = self.work / "app"
-        app.mkdir(parents=True, exist_ok=True)
-        (app / "pyproject.toml").write_text(APP_PYPROJECT.format(name=APP_NAME,
-                                                                 version=__version__))
-        return app
-
-    def _write_run_config(self) -> Path:
-        import tomli_w
-
-        path = self.work / "run_config.toml"
-        path.write_text(tomli_w.dumps({
-            "experiment": json.dumps(self.cfg.to_dict()), "num-nodes": self.opts.nodes,
-            "round-timeout": float(self.opts.round_timeout),
-            "node-wait": float(self.opts.node_wait),
-            "crash-round": int(self.opts.crash_after_round),
-            "status-file": str(self.status_file) if self.local else ""}))
-        return path
+        self.supervisor.spawn(f"supernode-{index}", [
+            tool("flower-supernode"), "--insecure", "--superlink", address, "--host",
+            "127.0.0.1", "--port", str(free_port()), "--node-config", text])
 
     @property
     def status_file(self) -> Path:
@@ -352,11 +171,16 @@ class Deployment:
     def _run_app(self, address: str) -> int:
         """`flwr run --stream`: its output shown here (and in logs/flwr-run.log); the
         ServerApp's last line (and, here, its outcome file) says how the run ended."""
-        self._write_flower_config(address)
+        package.write_flower_config(self.work / "flwr-home", address,
+                                    self.opts.root_certificates)
         self.status_file.unlink(missing_ok=True)
-        argv = [_tool("flwr"), "run", str(self._write_app()), CONNECTION, "--run-config",
-                str(self._write_run_config()), "--stream"]
-        proc = self._spawn("flwr-run", argv, stdout=subprocess.PIPE)
+        run_config = package.write_run_config(
+            self.work / "run_config.toml", self.cfg.to_dict(), self.opts.nodes,
+            self.opts.round_timeout, self.opts.node_wait, self.opts.crash_after_round,
+            str(self.status_file) if self.local else "")
+        argv = [tool("flwr"), "run", str(package.write_app(self.work)), package.CONNECTION,
+                "--run-config", str(run_config), "--stream"]
+        proc = self.supervisor.spawn("flwr-run", argv, stdout=subprocess.PIPE)
         lines: queue.Queue = queue.Queue()
 
         def read() -> None:
@@ -366,7 +190,7 @@ class Deployment:
 
         threading.Thread(target=read, daemon=True).start()
         outcome, started, tail, killed = None, False, [], False
-        watch = _AppWatch(self.procs.get("superlink"))
+        watch = AppWatch(self.supervisor.procs.get("superlink"))
         with open(self.work / "logs" / "flwr-run.log", "a", encoding="utf-8") as copy:
             while True:
                 try:
@@ -386,7 +210,7 @@ class Deployment:
                         started, self.run_id = True, line.split()[3]
                 if not killed:
                     killed = self._fault_kill()
-                link = self.procs.get("superlink")
+                link = self.supervisor.procs.get("superlink")
                 if link is not None and link.poll() is not None:
                     raise DeployFailed(f"the SuperLink exited (status {link.returncode}) during "
                                        f"the run; its log: {self.work / 'logs' / 'superlink.log'}")
@@ -414,104 +238,25 @@ class Deployment:
         paused = self.node_dir(index) / self.cfg.run_name
         if not any(paused.glob(f"paused-round-{round_idx}-client-*")):
             return False
-        proc = self.procs[f"supernode-{index}"]
-        for pid in _descendants([proc.pid]) + [proc.pid]:
-            _signal(pid, signal.SIGKILL)
-        proc.wait()
+        self.supervisor.kill_tree(f"supernode-{index}")
         print(f"fault injection: SuperNode {index} killed (SIGKILL) in round {round_idx}",
               flush=True)
         return True
 
-    def stop(self) -> None:
-        """SIGTERM to every process started here and to their descendants (by pid); SIGKILL to
-        what is left after STOP_GRACE_SEC; every child reaped. A second Ctrl-C cannot cut it
-        short (it would leave processes behind)."""
-        previous = {sig: signal.signal(sig, signal.SIG_IGN)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self._stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
-    def _stop(self) -> None:
-        roots = [p.pid for p in self.procs.values() if p.poll() is None]
-        tree = set(_descendants(roots) + roots)
-        for pid in tree:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SEC
-        while tree and time.monotonic() < deadline:
-            time.sleep(0.1)
-            _reap()
-            live = _parents()  # adopted orphans are this process's children now
-            tree = {pid for pid in tree if pid in live} | (
-                set(_descendants([os.getpid()])) - self.others)
-        # what is left, and every zombie: orphans come to this process as their parents die
-        deadline = time.monotonic() + STOP_GRACE_SEC
-        while True:
-            for pid in tree:
-                _signal(pid, signal.SIGKILL)
-            _reap()
-            tree = set(_descendants([os.getpid()], zombies=True)) - self.others
-            if not tree or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        for proc in self.procs.values():
-            proc.wait()
-
-
-APP_PYPROJECT = """\
-# Written by `python -m fedprune_core deploy` (fedprune_core/deploy/launch.py).
-[build-system]
-requires = ["setuptools>=77"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "{name}"
-version = "{version}"
-description = "FedPrune-Sparse on a Flower deployment: the suite's ServerApp and ClientApp"
-license = "MIT"
-dependencies = ["{name}[flower]=={version}"]
-
-[tool.flwr.app]
-publisher = "fedprune"
-
-[tool.flwr.app.components]
-serverapp = "fedprune_core.deploy.server_app:app"
-clientapp = "fedprune_core.deploy.client_app:app"
-
-[tool.flwr.app.config]
-experiment = "{{}}"
-num-nodes = 1
-round-timeout = 3600.0
-node-wait = 600.0
-crash-round = 0
-status-file = ""
-"""
-
-
-# --- helpers -------------------------------------------------------------------------------
-def _check_flower() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("flwr") is None or not Path(_tool("flwr")).exists():
+# --- helpers -----------------------------------------------------------------------------
+def check_flower() -> None:
+    if importlib.util.find_spec("flwr") is None or not Path(tool("flwr")).exists():
         raise DeployFailed("Flower is not installed in this environment; allowed: pip install "
                            "-e '.[flower]' (make deploy does it)", 2)
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _parse_address(text: str) -> Optional[tuple[str, int]]:
-    match = re.fullmatch(r"\[?([^\[\]]+?)\]?:(\d{1,5})", text.strip())
-    if not match or not 0 < int(match[2]) < 65536:
-        return None
-    return match[1], int(match[2])
-
-
-def _check_reachable(address: str) -> None:
-    host, port = _parse_address(address)
+def check_reachable(address: str) -> None:
+    host, port = parse_address(address)
     try:
         with socket.create_connection((host, port), timeout=10):
             pass
@@ -522,7 +267,7 @@ def _check_reachable(address: str) -> None:
                            f"start one here", 2) from None
 
 
-def _listening(host: str, port: int) -> bool:
+def listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
@@ -530,104 +275,15 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _tail(path: Path, lines: int = 5) -> str:
+def tail(path: Path, lines: int = 5) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()[-lines:]
     except OSError:
         return ""
     return (": " + " | ".join(text)) if text else ""
-
-
-def _become_subreaper() -> None:
-    """Orphaned descendants (a SuperExec whose SuperNode died) become this process's children,
-    so that stop() still finds and reaps them (Linux; elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
-def _parents(zombies: bool = False) -> dict[int, int]:
-    """pid -> parent pid of every process (Linux /proc; empty elsewhere); zombies (exited, not
-    yet reaped) only if asked."""
-    out = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields and (zombies or fields[0] != "Z"):
-            out[int(entry.name)] = int(fields[1])
-    return out
-
-
-def _descendants(roots: list[int], zombies: bool = False) -> list[int]:
-    parents = _parents(zombies)
-    found, frontier = [], set(roots)
-    while frontier:
-        children = [pid for pid, ppid in parents.items() if ppid in frontier
-                     and pid not in found and pid not in roots]
-        found.extend(children)
-        frontier = set(children)
-    return found
-
-
-class _AppWatch:
-    """Whether the ServerApp process (flwr-serverapp, under the local SuperLink) has come and
-    gone: a dead ServerApp's log stream only ends when Flower gives up on it."""
-
-    def __init__(self, superlink: Optional[subprocess.Popen]):
-        self.superlink, self.seen, self.gone_at, self.next_look = superlink, None, None, 0.0
-
-    def ended(self) -> bool:
-        if self.superlink is None or self.gone_at is not None:
-            return self.gone_at is not None
-        now = time.monotonic()
-        if now < self.next_look:
-            return False
-        self.next_look = now + 1.0
-        if self.seen is None:
-            for pid in _descendants([self.superlink.pid]):
-                if "flwr-serverapp" in _cmdline(pid):
-                    self.seen = pid
-        elif self.seen not in _parents():
-            self.gone_at = now
-        return self.gone_at is not None
-
-    def ended_for(self) -> float:
-        return time.monotonic() - self.gone_at
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            "utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _reap() -> None:
-    """Collect exited children (adopted orphans included), so none stays a zombie."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return

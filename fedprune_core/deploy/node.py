@@ -1,22 +1,33 @@
 """A node's side of a round: one client's local update, exactly the simulation's.
 
-The node rebuilds the federation from the experiment's parameters (the partition, profiles and
-initial ratios are deterministic from the seed, so every node and the server agree on them
+The node builds the federation from the experiment's parameters once (the partition, profiles
+and initial ratios are deterministic from the seed, so every node and the server agree on them
 without exchanging data), takes its client's slot, loads the client's state from its own disk,
 and runs `fl.client.local_update` on the broadcast the server sent: sub-model or mask, local
-training, delta, error feedback, compression, encoding. The client's next ratio comes from the
-same ratio policy the server's round applies, from what the node itself measured-or-simulated,
-and stays on the node with the residual.
+training, delta, error feedback, compression, encoding, the next ratio. The new state stays on
+the node; the result record (fl.types.ClientResult) goes back beside the update.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
+from ..config import ConfigError, ExperimentConfig
+from ..errors import DataUnavailableError, DivergenceError
+from ..fl import wire
+from ..fl.client import local_update
+from ..fl.threads import resolve_threads, torch_threads
+from ..fl.types import ClientSlot
+from ..methods.extract.base import FullPlanner
+from ..run.checkpoint import numeric_threads
+from ..run.federation import Federation, build_federation
+from .node_state import NodeStateError, NodeStore, run_key
 from .protocol import DIVERGENCE, FAILED, SETUP, NodeFailure, Task, fingerprint
 
 # a paused ClientApp (fault injection) gives up after this long if nobody kills its node
@@ -61,17 +72,8 @@ class NodeSettings:
 
 
 def run_task(settings: NodeSettings, task: Task) -> tuple[bytes, dict]:
-    """The client's encoded update and the numbers its row needs; its new state saved."""
-    from ..config import ConfigError, ExperimentConfig
-    from ..data.loading import DataUnavailableError
-    from ..fl.client import local_update
-    from ..fl.round import ClientSlot
-    from ..fl.threads import resolve_threads, torch_threads
-    from ..fl.training import DivergenceError
-    from ..run.checkpoint import numeric_threads
-    from ..run.federation import build_federation
-    from .node_state import NodeStateError, NodeStore, run_key
-
+    """The client's encoded update and its result record (fl.types.ClientResult); its new
+    state (residual and next ratio, from the same client update as the simulation's) saved."""
     if task.fingerprint != fingerprint():
         raise NodeFailure(SETUP, f"the server runs {task.fingerprint!r}, this node "
                                  f"{fingerprint()!r}: install the same release on both")
@@ -85,14 +87,11 @@ def run_task(settings: NodeSettings, task: Task) -> tuple[bytes, dict]:
             "progress": "off"})
     except ConfigError as err:
         raise NodeFailure(SETUP, f"the experiment's parameters: {err}") from None
-    try:
-        fed = build_federation(cfg)
-    except DataUnavailableError as err:
-        raise NodeFailure(SETUP, f"data: {err}") from None
-    setup, cid = fed.setup, task.client_id
+    fed, cid = federation(cfg), task.client_id
+    setup = fed.setup
     slot = ClientSlot(cid, fed.client_data[cid], fed.profiles[cid])
     store = NodeStore(settings.state_dir, cfg.run_name, run_key(cfg))
-    initial = float(setup.ratio_policy.initial(fed.full_round_times)[cid])
+    initial = float(setup.initial_ratios(fed.full_round_times)[cid])
     try:
         state = store.load(cid, task.base_round, initial)
     except NodeStateError as err:
@@ -101,48 +100,40 @@ def run_task(settings: NodeSettings, task: Task) -> tuple[bytes, dict]:
         _pause(settings.state_dir / cfg.run_name, task)
     device = slot.data.images.device
     with torch_threads(numeric_threads(cfg, resolve_threads(cfg.num_threads))):
-        planner = client_planner(setup, task.broadcast, task.round, state.ratio, device)
+        planner = client_planner(setup, task.broadcast, task.round, device)
         try:
             result, state = local_update(setup, slot, task.round, task.broadcast, planner,
                                          state.to(device))
         except DivergenceError as err:
             raise NodeFailure(DIVERGENCE, str(err)) from None
-    simulated = slot.profile.time(result.train_flops, len(task.broadcast), len(result.message))
-    # the ratio policy of the server's round (fl.round), applied where the ratio lives
-    ratio = setup.ratio_policy.next(state.ratio, simulated, setup.deadline)
-    store.save(cid, task.round, dataclasses.replace(state, ratio=ratio), task.base_round)
-    return result.message, {
-        "train-loss": float(result.train_loss), "train-flops": int(result.train_flops),
-        "dense-train-flops": int(result.dense_train_flops),
-        "update-time-sec": float(result.update_time_sec),
-        "train-time-sec": float(result.train_time_sec)}
+    store.save(cid, task.round, state, task.base_round)
+    return result.message, result.to_record()
 
 
-def warm_up() -> None:
-    """Torch imports its compiler on the first optimizer a process makes (about 2 s of CPU):
-    done here so that node_time_sec measures the client's task, not the import."""
-    import torch
+def federation(cfg: ExperimentConfig) -> Federation:
+    """The experiment's federation (partition, profiles, initial ratios: deterministic from
+    the seed, so every node and the server agree without exchanging data), built once per node
+    process and experiment, not per task."""
+    key = json.dumps({**cfg.science_dict(), "data_root": cfg.data_root, "device": cfg.device},
+                     sort_keys=True, default=str)
+    if key not in _FEDERATIONS:
+        try:
+            _FEDERATIONS.clear()  # one experiment at a time: the last one's data is let go
+            _FEDERATIONS[key] = build_federation(cfg)
+        except DataUnavailableError as err:
+            raise NodeFailure(SETUP, f"data: {err}") from None
+    return _FEDERATIONS[key]
 
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+_FEDERATIONS: dict[str, Federation] = {}
 
 
-def client_planner(setup, broadcast: bytes, round_idx: int, ratio: float, device):
+def client_planner(setup, broadcast: bytes, round_idx: int, device):
     """The planner `local_update` needs, from what the client has: a structured sub-model's
     plan comes on the wire (decoding it needs only the layout); an unstructured mask is ranked
     on the global model, which for unstructured methods is the (dense) broadcast itself."""
-    import torch
-
-    from ..fl import wire
-    from ..methods.extract.base import FullPlanner
-
     dense = FullPlanner(setup.layout, device)
     received = wire.decode(broadcast, dense, device)
-    if setup.extractor.kind == "structured":
-        if received.plan.ratio != ratio:
-            raise NodeFailure(SETUP, f"the server sent a sub-model at ratio "
-                                     f"{received.plan.ratio!r}, this client's own ratio is "
-                                     f"{ratio!r}")
-        return dense
     if setup.extractor.kind == "unstructured":
         params = torch.zeros(setup.layout.size, device=device)
         params[received.coords] = received.values

@@ -4,8 +4,8 @@ A train instruction carries the client's broadcast (the very `fl.wire.encode` by
 simulation hands its clients) as one raw byte array, plus a small record: the experiment's
 parameters (JSON), the round, the client, and the round whose saved state the client starts
 from (node_state.py). The reply carries the encoded update (the bytes clients.csv counts as
-uplink) and the few measured numbers the server's row needs that the update does not say itself
-(loss, FLOPs, times); the update's header already says the client, its samples and its ratio.
+uplink) and the client's result record (fl.types.ClientResult without the message: loss, FLOPs,
+ratios, times), the one record format of a client's result.
 Everything else in a message is Flower's framing: its serialized size minus the payload is the
 overhead a deployment reports beside, never inside, uplink_bytes.
 """
@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-PROTOCOL = 1
+from .. import __version__
+
+PROTOCOL = 2  # 2: the reply's record is fl.types.ClientResult's
 TASK, BROADCAST, UPDATE, RESULT, NODE = ("fedprune.task", "fedprune.broadcast",
                                          "fedprune.update", "fedprune.result", "fedprune.node")
 PAYLOAD = "payload"
@@ -32,8 +34,6 @@ _ERROR_PREFIX = "fedprune:"
 def fingerprint() -> str:
     """What server and nodes must share for the same numbers: the package version and this
     protocol (a node with another release is refused rather than trusted)."""
-    from .. import __version__
-
     return f"fedprune-sparse {__version__} protocol {PROTOCOL}"
 
 
@@ -102,14 +102,9 @@ class Task:
                    payload_of(message.content[BROADCAST]), str(record["fingerprint"]))
 
 
-# The reply's measured numbers (ConfigRecord keys), beside the update's own bytes.
-RESULT_KEYS = ("train-loss", "train-flops", "dense-train-flops", "update-time-sec",
-               "train-time-sec", "node-time-sec")
-
-
-def reply(message: Message, update: bytes, numbers: dict) -> Message:
-    return Message(RecordDict({UPDATE: payload_record(update),
-                               RESULT: ConfigRecord({k: numbers[k] for k in RESULT_KEYS})}),
+def reply(message: Message, update: bytes, record: dict) -> Message:
+    """The update's bytes and its ClientResult record (ClientResult.to_record)."""
+    return Message(RecordDict({UPDATE: payload_record(update), RESULT: ConfigRecord(record)}),
                    reply_to=message)
 
 

@@ -5,11 +5,11 @@ checkpoints and run folder as `python -m fedprune_core run`) with `FlowerUpdates
 round's update source: for each sampled client it sends the broadcast the simulation would hand
 it to the node hosting it, waits for the replies, decodes each update with the round's planner
 (the plan, the client, its samples and its ratio are in the update's own header) and yields
-what `fl.round.run_round` needs, in cohort order. A client whose reply does not come (its node
-died, its ClientApp failed, the round's timeout passed) is yielded as `Missing`: a row with
-status 'missing', no change to the model or its state. The server holds no residual: those and
-the clients' ratios live on the nodes (node_state.py); the ratios it keeps are its copy of what
-the messages said, used to cut the next sub-model.
+what `fl.round.run_round` needs, in cohort order (run_round decodes each update, once). A client
+whose reply does not come (its node died, its ClientApp failed, the round's timeout passed) is
+yielded as `Missing`: a row with status 'missing', no change to the model or its state. The
+server holds no residual: those and the clients' ratios live on the nodes (node_state.py); the
+ratios it keeps are the next ratios the nodes' results said, used to cut the next sub-model.
 
 Flower's framing is measured on every message (protocol.serialized_size) and written to
 `deployment.csv` in the run folder, one row a round, and to summary.json's `deployment`.
@@ -22,15 +22,24 @@ import math
 import os
 import struct
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import pandas as pd
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from ..fl.client import ClientResult
-from . import DeploymentError, protocol
+from ..config import ExperimentConfig
+from ..errors import DeploymentError, DivergenceError, exit_status
+from ..fl import wire
+from ..fl.round import broadcaster
+from ..fl.store import ClientState
+from ..fl.types import ClientResult, Missing, Update
+from ..run.artifacts import run_logger, write_csv, write_summary
+from ..run.loop import run_experiment
+from . import protocol
 
 app = ServerApp()
 
@@ -74,41 +83,24 @@ def main(grid: Grid, context: Context) -> None:
 def serve(grid: Grid, settings: ServerSettings) -> dict:
     """Run the experiment; {"exit": status as `python -m fedprune_core run` gives it, "error":
     its one line, "run_dir": ...}."""
-    from ..config import ConfigError, ExperimentConfig
-    from ..data.loading import DataUnavailableError
-    from ..fl.training import DivergenceError
-    from ..run.artifacts import RunExistsError
-    from ..run.guard import Terminated
-    from ..run.loop import run_experiment
-
     run_dir = None
     try:
         cfg = ExperimentConfig.from_dict({**settings.experiment, "progress": "text"})
-        run_dir = str(Path(cfg.results_dir) / cfg.run_name)
+        run_dir = Path(cfg.results_dir) / cfg.run_name
         nodes = Nodes(grid, settings.num_nodes, settings.node_wait)
         nodes.wait_for_all(settings.node_wait)
         source = FlowerUpdates(grid, cfg, nodes, settings)
         result = run_experiment(cfg, on_round_end=source.round_end, updates=source)
         source.add_to_summary(result)
-        return {"exit": 0, "error": None, "run_dir": run_dir}
-    except (ConfigError, RunExistsError) as err:  # also CheckpointError, RunLockedError
-        return {"exit": 2, "error": str(err), "run_dir": run_dir}
-    except (DataUnavailableError, DivergenceError, DeploymentError) as err:
-        return {"exit": 1, "error": str(err), "run_dir": run_dir}
-    except KeyboardInterrupt as err:
-        signum = err.signum if isinstance(err, Terminated) else 2
-        return {"exit": 128 + signum, "error": "interrupted: the last finished round's "
-                "checkpoint is kept; continue with --resume", "run_dir": run_dir}
-    except OSError as err:  # a full disk, a folder removed under the run (as `run` says it)
-        return {"exit": 2, "error": f"results_dir: writing {err.filename or run_dir} failed: "
-                f"{err.strerror or err}; the last finished round's checkpoint is kept (free "
-                f"space, then rerun with --resume)", "run_dir": run_dir}
-    except Exception as err:  # noqa: BLE001 - a bug: its traceback in the log, one line back
-        import traceback
-
-        traceback.print_exc()
-        return {"exit": 1, "error": f"the ServerApp failed: {type(err).__name__}: {err}",
-                "run_dir": run_dir}
+        return {"exit": 0, "error": None, "run_dir": str(run_dir)}
+    except BaseException as err:  # noqa: BLE001 - every outcome goes back as one line
+        known = exit_status(err, run_dir)
+        if known is None:  # a bug: its traceback in the log, one line back
+            traceback.print_exc()
+            known = 1, f"error: the ServerApp failed: {type(err).__name__}: {err}"
+        status, line = known
+        return {"exit": status, "error": line.split(": ", 1)[1] if line.startswith("error: ")
+                else line, "run_dir": None if run_dir is None else str(run_dir)}
 
 
 def _say(text: str) -> None:
@@ -220,18 +212,14 @@ class FlowerUpdates:
 
     @property
     def log(self):
-        import logging
+        return run_logger(self.cfg.run_name)  # run.log (run/artifacts)
 
-        return logging.getLogger(f"fedprune.{self.cfg.run_name}")  # run.log (run/artifacts)
-
-    def __call__(self, state, cohort, setup, planner) -> Iterator:
-        from ..fl.round import Missing, _broadcaster
-
+    def __call__(self, state, cohort, setup, planner) -> Iterator[Update | Missing]:
         r, log = cohort.round, self.log
         if self.base is None:
             self._resume(state.round)
         hosts = self.nodes.online()
-        broadcast = _broadcaster(state, setup, planner)  # the simulation's broadcast
+        broadcast = broadcaster(state, setup, planner)  # the simulation's broadcast
         stats = {"round": r, "nodes_online": len(hosts), "clients_ok": 0, "clients_missing": 0,
                  "downlink_payload_bytes": 0, "downlink_message_bytes": 0,
                  "uplink_payload_bytes": 0, "uplink_message_bytes": 0}
@@ -264,17 +252,17 @@ class FlowerUpdates:
             os._exit(70)
         updates = []
         for sent in sends:
-            update = self._update(sent, replies.get(sent.message_id), planner, setup, state, r)
+            update = self._update(sent, replies.get(sent.message_id), r)
             if isinstance(update, Missing):
                 stats["clients_missing"] += 1
             else:
                 stats["clients_ok"] += 1
-                payload = update[2].message
+                payload = update.result.message
                 stats["uplink_payload_bytes"] += len(payload)
                 stats["uplink_message_bytes"] += protocol.serialized_size(
                     replies[sent.message_id])
             updates.append(update)
-        if not stats["clients_ok"]:
+        if cohort.clients and not stats["clients_ok"]:  # (all sitting out is a round)
             raise self._fail(
                 f"round {r}: no client update arrived ({stats['clients_missing']} missing, "
                 f"{len(hosts)} of {self.settings.num_nodes} nodes connected); the run stops "
@@ -286,7 +274,7 @@ class FlowerUpdates:
         self.rounds = [row for row in self.rounds if row["round"] < r] + [stats]
         for update in updates:
             if not isinstance(update, Missing):
-                self.base[update[0].client_id] = r
+                self.base[update.slot.client_id] = r
             yield update
 
     def _fail(self, message: str) -> DeploymentError:
@@ -313,13 +301,8 @@ class FlowerUpdates:
             time.sleep(POLL_SEC)
         return replies
 
-    def _update(self, sent: _Sent, reply: Optional[Message], planner, setup, state, r: int):
-        """(slot, downlink bytes, ClientResult, ClientState) from a reply, or Missing."""
-        from ..fl import wire
-        from ..fl.round import Missing
-        from ..fl.state import ClientState
-        from ..fl.training import DivergenceError
-
+    def _update(self, sent: _Sent, reply: Optional[Message], r: int) -> Update | Missing:
+        """The client's Update from its reply (decoded, once, by the round), or Missing."""
         slot, log = sent.slot, self.log
         cid, down = slot.client_id, sent.down
         missing = Missing(slot, down)
@@ -340,31 +323,21 @@ class FlowerUpdates:
                         f"{cid % self.settings.num_nodes} failed: {text.strip()}")
             return missing
         payload = protocol.payload_of(reply.content[protocol.UPDATE])
-        numbers = reply.content[protocol.RESULT]
         try:
-            decoded = wire.decode(payload, planner, state.params.device, setup.compressor)
-            if decoded.client_id != cid or decoded.num_samples != len(slot.data):
-                raise wire.WireError(f"the update is client {decoded.client_id}'s with "
-                                     f"{decoded.num_samples} samples")
-        except (ValueError, IndexError, struct.error) as err:  # WireError is a ValueError
-            log.warning(f"  round {r:3d} client {cid:3d} | its update does not decode ({err})")
+            client, samples, _ = wire.header(payload)
+            if (client, samples) != (cid, len(slot.data)):
+                raise wire.WireError(f"the update is client {client}'s with {samples} samples")
+            result = ClientResult.from_record(payload, reply.content[protocol.RESULT])
+        except (ValueError, KeyError, TypeError, struct.error) as err:  # WireError: ValueError
+            log.warning(f"  round {r:3d} client {cid:3d} | its update is not this client's "
+                        f"({err})")
             return missing
-        result = NodeResult(
-            client_id=cid, message=payload, plan=decoded.plan, num_samples=decoded.num_samples,
-            sent=len(decoded.values), train_loss=float(numbers["train-loss"]),
-            train_flops=int(numbers["train-flops"]),
-            dense_train_flops=int(numbers["dense-train-flops"]),
-            update_time_sec=float(numbers["update-time-sec"]),
-            train_time_sec=float(numbers["train-time-sec"]),
-            node_time_sec=float(numbers["node-time-sec"]))
-        # the server knows the client's ratio from what the update says
-        return slot, down, result, ClientState(decoded.plan.ratio)
+        # the server keeps the ratio the client's own update step gave it
+        return Update(slot, down, result, ClientState(result.next_ratio))
 
     def _resume(self, completed: int) -> None:
         """The base rounds and deployment rows of the rounds the checkpoint holds (clients.csv
         is written before the checkpoint, so its rows up to `completed` are the kept ones)."""
-        import pandas as pd
-
         self.base = {}
         if completed == 0:
             return
@@ -381,8 +354,6 @@ class FlowerUpdates:
 
     def round_end(self, r: int, row: dict) -> None:
         """After the round's checkpoint: its Flower numbers into deployment.csv and run.log."""
-        from ..run.artifacts import write_csv
-
         write_csv(self.rounds, self.run_dir / DEPLOYMENT_CSV)
         s = self.rounds[-1]
         self.log.info(f"  Flower round {r}: uplink {s['uplink_payload_bytes']:,} B of updates in "
@@ -394,8 +365,6 @@ class FlowerUpdates:
 
     def add_to_summary(self, result) -> None:
         """summary.json's `deployment`: the Flower totals beside the run's own numbers."""
-        from ..run.artifacts import write_summary
-
         rounds = self.rounds
         ok = result.clients[result.clients.status == "ok"]
         deployment = {
@@ -412,10 +381,3 @@ class FlowerUpdates:
             "simulated_time_sec_mean": float(ok.simulated_time_sec.mean())}
         result.summary["deployment"] = deployment
         write_summary(result.summary, self.run_dir)
-
-
-@dataclass
-class NodeResult(ClientResult):
-    """A ClientResult with the node's own wall time (fl.round writes it as node_time_sec)."""
-
-    node_time_sec: float = math.nan

@@ -12,9 +12,9 @@ Equivalence with `training.train`, client by client:
 - batches are padded to a common size with per-sample weights (a short last batch is the mean
   over its real samples), and a client with fewer batches sits out the cohort's extra steps
   (parameters and momentum untouched);
-- SGD with momentum is written out as torch.optim.SGD computes it (g += weight_decay * p;
-  buf = g on the first step, then buf = momentum * buf + g; p -= lr * buf), with weights and
-  gradients masked, and gradients clipped per client, as `train` masks and clips them;
+- every step is the sequential engine's: `training.step_loss` (vmapped) and one
+  `training.sgd_update` of the stacked parameters (masks, clipping per client, weight decay,
+  momentum), with the clients that have no batch at a step sitting it out;
 - batch norm's training statistics are over each client's real samples (padding has weight 0),
   as its batches' in `train`; group norm's groups are over the sub-model's channels (the unit
   masks of its kept units, `CohortJob.keep_masks`).
@@ -36,16 +36,16 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
 from ..data.catalog import DatasetInfo
-from ..data.loading import TensorDataset, normalize
+from ..data.dataset import TensorDataset, normalize
 from ..models.net import TableNet
-from ..rng import torch_generator
+from ..models.plan import output_classes
 from .client import Prepared, Trained, diverged
-from .plan import output_classes
-from .training import DivergenceError, _flops_per_sample
+from .training import (DivergenceError, RoundTraining, flops_per_sample, sgd_update, step_flops,
+                       step_loss)
+from .types import RoundSetup
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class _Schedule:
     steps: list[int]  # steps each client takes (its denominator of the mean loss)
 
 
-def train_prepared(setup, prepared: list[Prepared]) -> list[Trained]:
+def train_prepared(setup: RoundSetup, prepared: list[Prepared]) -> list[Trained]:
     """The cohort engine's training step for a round's prepared clients (fl/client.py): one
     `train_cohort` call, then each client's trained values read at its plan's coords.
 
@@ -97,30 +97,26 @@ def train_prepared(setup, prepared: list[Prepared]) -> list[Trained]:
     if not prepared:
         return []
     start = time.perf_counter()
-    hp = setup.training.for_round(prepared[0].round_idx)
     jobs = [_job(setup, p) for p in prepared]
     template = _template(setup.layout.spec)
-    try:
-        out = train_cohort(template, jobs, hp.lr, hp.momentum, hp.local_epochs, hp.batch_size,
-                           setup.info, distill=setup.local_method.distill,
-                           weight_decay=hp.weight_decay, grad_clip_norm=hp.grad_clip_norm)
+    try:  # one round's clients: one round's settings
+        out = train_cohort(template, jobs, prepared[0].training, setup.info,
+                           distill=setup.local_method.distill)
     except DivergenceError as err:
-        raise diverged(setup, prepared[0].round_idx, err) from None
+        raise diverged(prepared[0], err) from None
     share = (time.perf_counter() - start) / len(prepared)
     return [Trained(flat[p.plan.coords], loss, share, flops)
             for p, (flat, loss, flops) in zip(prepared, out)]
 
 
-def _job(setup, p: Prepared) -> CohortJob:
+def _job(setup: RoundSetup, p: Prepared) -> CohortJob:
     """A prepared client in full-width coordinates: a structured sub-model is the full-width
     model with zeros outside plan.coords, held there by its mask; an unstructured client is
     masked by its plan's masks; a dense one has no mask."""
     name = f"client {p.slot.client_id}"
     method, plan = setup.local_method, p.plan
-    hooks = dict(scales=method.scales(plan),
-                 widths=method.widths(plan, torch_generator(setup.seed, "widths", p.round_idx,
-                                                            p.slot.client_id)),
-                 classes=output_classes(plan), flops_per_sample=_flops_per_sample(plan.spec))
+    hooks = dict(scales=method.scales(plan), widths=method.widths(plan, p.widths_stream(setup)),
+                 classes=output_classes(plan), flops_per_sample=flops_per_sample(plan.spec))
     if plan.kind == "structured":
         init = torch.zeros(setup.layout.size, device=p.start.device)
         mask = torch.zeros(setup.layout.size, device=p.start.device)
@@ -142,20 +138,19 @@ def _template(spec) -> torch.nn.Module:
         return TableNet(spec)
 
 
-def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, momentum: float,
-                 local_epochs: int, batch_size: int, info: DatasetInfo,
-                 distill: bool = False, weight_decay: float = 0.0,
-                 grad_clip_norm: float = 0.0) -> list[tuple[torch.Tensor, float, int]]:
-    """Local SGD of every job at once, equivalent to `training.train` on each job separately.
+def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], hp: RoundTraining,
+                 info: DatasetInfo, distill: bool = False
+                 ) -> list[tuple[torch.Tensor, float, int]]:
+    """Local SGD of every job at once, equivalent to `training.train` on each job separately:
+    each step is `training.step_loss` under vmap, then one `training.sgd_update` of the stack.
 
     Args:
         template: a full-width model; only its structure is used (`functional_call` swaps in
             each client's parameters). Its `named_parameters()` order is the flat order.
         jobs: the clients to train; their data lives on the device of their `init` vectors.
-        lr, momentum, local_epochs, batch_size: as in `ExperimentConfig`.
+        hp: the round's settings (lr, momentum, epochs, batch size, weight decay, clipping).
         info: the dataset's normalisation.
         distill: FjORD's self-distillation (a job's steps with drawn widths).
-        weight_decay, grad_clip_norm: as in `LocalTraining` (the round's values).
 
     Returns:
         Per job, in order: the trained full-size flat vector, the mean loss over its steps and
@@ -175,7 +170,7 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
     names, shapes = _parameter_spec(template, jobs[0].init.numel())
     images = torch.cat([job.data.images for job in jobs]).to(device)
     labels = torch.cat([job.data.labels for job in jobs]).to(device)
-    schedule = _schedule(jobs, local_epochs, batch_size, device)
+    schedule = _schedule(jobs, hp.local_epochs, hp.batch_size, device)
     mask = _stacked_masks(jobs)
     params = torch.stack([job.init.to(device, torch.float32) for job in jobs])
     if mask is not None:
@@ -183,7 +178,6 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
     extras = _Extras(template.spec, jobs, info.num_classes, device)
     step_fn = vmap(grad_and_value(_weighted_loss(template, distill), has_aux=True),
                    in_dims=(0, 0, 0, 0, *extras.in_dims))
-    clip = grad_clip_norm if grad_clip_norm > 0 else None
     template.train()
     buf, total = None, torch.zeros(len(jobs), device=device)
     flops = [0] * len(jobs)
@@ -195,8 +189,8 @@ def train_cohort(template: torch.nn.Module, jobs: list[CohortJob], lr: float, mo
         grads, (_, loss) = step_fn(_unflatten(params, names, shapes), x, labels[index], weight,
                                    extras.scales, unit_masks, extras.keep, extras.class_bias)
         grad = torch.cat([grads[n].flatten(1) for n in names], dim=1)
-        params, buf = _sgd_step(params, grad, buf, mask, active[:, None], lr, momentum,
-                                weight_decay, clip)
+        (params,), buf = sgd_update([params], [grad], buf, hp,
+                                    None if mask is None else [mask], active[:, None])
         total += torch.where(active, loss, 0.0)
     return [(p, loss, f) for (p, loss), f in zip(
         _results(params, total, schedule.steps,
@@ -246,9 +240,7 @@ class _Extras:
             drawn = job.widths() if (job.widths is not None and bool(active[k])) else None
             widths.append(drawn)
             if bool(active[k]) and job.flops_per_sample is not None:
-                teacher = distill and drawn is not None
-                flops[k] += int(samples[k]) * (job.flops_per_sample(drawn)
-                                               + (job.flops_per_sample(None) if teacher else 0))
+                flops[k] += step_flops(int(samples[k]), drawn, distill, job.flops_per_sample)
         if not self.nested:
             return self.keep
         masks = [torch.stack([(torch.arange(full, device=self.device)
@@ -274,14 +266,10 @@ def _unflatten(params: torch.Tensor, names: list[str],
 
 
 def _weighted_loss(template: torch.nn.Module, distill: bool):
-    """One client's loss: cross entropy averaged over the real samples of its padded batch
-    (a client sitting out a step has no real samples, a zero loss and a zero gradient), with
-    the width methods' inputs; returns (the loss to differentiate, the loss to report). With
-    `distill`, the whole sub-model's loss on the labels plus the masked (narrower) model's on
-    the whole model's predictions, whose gradient is the sum `train` accumulates."""
-    def mean(per_sample: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
-
+    """One client's `training.step_loss` on its padded batch: cross entropy averaged over the
+    real samples (a client sitting out a step has none, a zero loss and a zero gradient), the
+    unit masks standing for the drawn widths and the kept units (a distilling teacher's), the
+    class mask for masked cross-entropy."""
     def loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
              weight: torch.Tensor, scales, unit_masks, keep_masks, class_bias):
         def logits(masks):
@@ -289,42 +277,11 @@ def _weighted_loss(template: torch.nn.Module, distill: bool):
                                   {"scales": scales, "unit_masks": masks,
                                    "sample_weight": weight})
             return out if class_bias is None else out + class_bias
-        if distill and unit_masks is not None:
-            teacher = logits(keep_masks)
-            teacher_loss = mean(F.cross_entropy(teacher, y, reduction="none"), weight)
-            targets = teacher.detach().softmax(1)
-            student = mean(F.cross_entropy(logits(unit_masks), targets, reduction="none"),
-                           weight)
-            return teacher_loss + student, student
-        value = mean(F.cross_entropy(logits(unit_masks), y, reduction="none"), weight)
-        return value, value
+        if unit_masks is None or not distill:  # the masks are the whole step's model
+            return step_loss(lambda _: logits(unit_masks), y, weight=weight)
+        return step_loss(lambda w: logits(keep_masks if w is None else w), y, unit_masks,
+                         distill, weight)
     return loss
-
-
-def _sgd_step(params: torch.Tensor, grad: torch.Tensor, buf: Optional[torch.Tensor],
-              mask: Optional[torch.Tensor], active: torch.Tensor, lr: float,
-              momentum: float, weight_decay: float = 0.0, clip: Optional[float] = None
-              ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """torch.optim.SGD's update (no dampening, no Nesterov) on the stacked parameters, each
-    client's gradient clipped to `clip` as torch.nn.utils.clip_grad_norm_ clips; inactive
-    clients keep their parameters and momentum."""
-    if mask is not None:
-        grad = grad * mask
-    if clip is not None:
-        norm = grad.norm(dim=1, keepdim=True)
-        grad = grad * (clip / (norm + 1e-6)).clamp(max=1.0)
-    if weight_decay != 0.0:
-        grad = grad + weight_decay * params
-    if momentum != 0.0:
-        # Every client that trains at all has a batch at step 0, so step 0 is everyone's first.
-        step = grad if buf is None else torch.where(active, buf * momentum + grad, buf)
-        buf = step
-    else:
-        step = grad
-    params = torch.where(active, params.add(step, alpha=-lr), params)
-    if mask is not None:
-        params = params * mask
-    return params, buf
 
 
 def _stacked_masks(jobs: list[CohortJob]) -> Optional[torch.Tensor]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.catalog import DatasetInfo
-from ..data.loading import TensorDataset, normalize
+from ..data.dataset import TensorDataset, normalize
 from ..models.net import TableNet, model_from_flat
 from ..models.table import ModelSpec
 from .threads import one_thread_map

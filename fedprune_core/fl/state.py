@@ -11,29 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
 
 import torch
 
-if TYPE_CHECKING:
-    from .store import ClientStates
+from .store import ClientState, ClientStates
 
-
-@dataclass(frozen=True)
-class ClientState:
-    ratio: float
-    residual: Optional[torch.Tensor] = None  # global flat size; created on first use
-
-    def to(self, device) -> "ClientState":
-        return ClientState(self.ratio, None if self.residual is None
-                           else self.residual.to(device))
+__all__ = ["ClientState", "ServerState"]
 
 
 @dataclass(frozen=True)
 class ServerState:
     round: int  # rounds completed
     params: torch.Tensor  # the global model, flat
-    clients: "ClientStates"  # fl.store: ratios, committed residuals, changed ones
+    clients: ClientStates  # fl.store: ratios, committed residuals, changed ones
     aggregator: dict[str, torch.Tensor]  # the aggregation method's own state
     trained: torch.Tensor  # bool per coordinate: trained by some client in some round
 
@@ -62,8 +52,6 @@ class ServerState:
 
     @classmethod
     def from_dict(cls, data: dict, store, device="cpu") -> "ServerState":
-        from .store import ClientStates
-
         return cls(data["round"], data["params"].to(device),
                    ClientStates.from_dict(data["clients"], store, device),
                    {k: v.to(device) for k, v in data["aggregator"].items()},

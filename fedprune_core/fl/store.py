@@ -17,13 +17,24 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-from .state import ClientState
+
+@dataclass(frozen=True)
+class ClientState:
+    """One client's own state across rounds: its pruning ratio and error-feedback residual."""
+
+    ratio: float
+    residual: Optional[torch.Tensor] = None  # global flat size; created on first use
+
+    def to(self, device) -> "ClientState":
+        return ClientState(self.ratio, None if self.residual is None
+                           else self.residual.to(device))
 
 
 class StoreError(RuntimeError):

@@ -27,7 +27,7 @@ import torch
 
 from ..methods.compress.base import Compressor
 from ..methods.extract.base import Planner
-from .plan import Plan, full_plan, output_classes, structured_plan
+from ..models.plan import Plan, full_plan, output_classes, structured_plan
 
 MAGIC = b"FPS1"
 _HEADER = struct.Struct("<4sBIId")
@@ -121,6 +121,16 @@ def _read_plan(buf: memoryview, kind: str, ratio: float, planner: Planner,
     if kind == "unstructured":
         return planner.plan(ratio), at
     return full_plan(planner.layout, planner.device), at
+
+
+def header(message: bytes) -> tuple[int, int, float]:
+    """(client, samples, ratio) from a message's header alone, without decoding its values."""
+    if len(message) < _HEADER.size:
+        raise WireError("shorter than a message header")
+    magic, kind_byte, client_id, num_samples, ratio = _HEADER.unpack_from(message, 0)
+    if magic != MAGIC or kind_byte & 3 >= len(KINDS):
+        raise WireError("not a FedPrune-Sparse update message")
+    return client_id, num_samples, ratio
 
 
 def decode(message: bytes, planner: Planner, device="cpu",

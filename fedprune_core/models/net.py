@@ -119,6 +119,8 @@ class TableNet(nn.Module):
                 x = x + saved[layer.add]
             if self._relu[i]:
                 x = F.relu(x)
+            if layer.is_norm and layer.pool > 1:  # a conv's norm normalises its whole map
+                x = F.max_pool2d(x, layer.pool)
             if unit_masks is not None:
                 x = x * (unit_masks[g].view(1, -1, 1, 1) if x.dim() == 4 else unit_masks[g])
             if self._keep[i]:

@@ -20,7 +20,9 @@ The grammar. A table is a program: rows run in order, each reading one earlier r
 
 After its operation a row adds another row's output (`add`, a residual connection) and applies
 a ReLU (`relu`; by default after every conv and linear row but the output row, never after a
-norm row). The last row is the output layer (linear, never pruned).
+norm row); a norm row with `pool` max-pools after that ReLU (a convolution normalised over its
+whole map, then pooled, as HeteroFL's Conv). The last row is the output layer (linear, never
+pruned).
 
 Groups. The output units of a conv or linear row (filters, neurons) belong to a group: its own
 name by default, or the `group` it names. Rows that add into one residual stream name one group,
@@ -57,7 +59,7 @@ class Layer:
     kind: str  # one of KINDS
     width: int = 0  # conv/linear: output channels or features; norm rows: 0 (their input's)
     kernel: int = 1  # conv only
-    pool: int = 1  # max-pooling window after a conv (1 = none)
+    pool: int = 1  # max-pooling window after a conv, or after a norm row and its ReLU (1 = none)
     stride: int = 1  # conv only
     bias: bool = True  # conv/linear: a bias vector (norm rows always have weight and bias)
     group: str = ""  # conv/linear: the group of its output units ("" = its own name)
@@ -258,7 +260,7 @@ class ModelSpec:
             elif row.kind == "linear":
                 out.append((side, 1))
             else:
-                out.append((side, side))
+                out.append((side, side // row.pool))
         return tuple(out)
 
     def spatial_sizes(self) -> list[int]:

@@ -2,6 +2,12 @@
 
 - `simple_cnn`: the seed's MNIST CNN (two 3x3 convolutions with 32 and 64 filters, each
   followed by 2x2 max-pooling, a 256-unit hidden layer).
+- `heterofl_conv`: HeteroFL's MNIST CNN (Diao et al. 2021, their src/models/conv.py, as
+  Flower's baselines/heterofl/models.py `Conv`): four 3x3 same-padded convolutions with
+  ceil(width x 64, 128, 256, 512) channels, each followed by the scaler (while training),
+  static batch norm and ReLU, 2x2 max-pooling after the first three, then global average
+  pooling and the linear output (1,556,874 parameters and 40.0 M multiply-accumulates a sample
+  on MNIST at width 1; 6,594 parameters at HeteroFL's e = 1/16).
 - `mcmahan_cnn`: the MNIST CNN of McMahan et al. 2017, "Communication-Efficient Learning of
   Deep Networks from Decentralized Data" (two 5x5 convolutions with 32 and 64 channels, each
   followed by 2x2 max-pooling, a 512-unit layer, softmax output; 1,663,370 parameters on MNIST).
@@ -34,6 +40,12 @@
   each evaluated width by a pass over training data (fl/evaluate.py), so the model's state is
   its parameters alone.
 
+Normalisation (`model_norm`): the CNNs (simple_cnn, mcmahan_cnn, leaf_cnn, heterofl_conv) put
+it right after each convolution, before the ReLU and the pooling, as HeteroFL's Conv does, so
+HeteroFL's scaler (applied to a convolution's output) sits before it and the norm cancels its
+scale: `none` (the seed's CNNs, their default), `bn` (static batch norm, heterofl_conv's default)
+or `gn` (group norm, 4 groups). The ResNets take `bn` (default) or `gn`.
+
 In both ResNets every tensor adding into a stage's residual stream (its stem or shortcut, each
 block's last convolution, and their norms) is one group, so structured sub-models keep one
 channel set per stream (models/table.py).
@@ -43,33 +55,51 @@ from __future__ import annotations
 
 import math
 
-from ..data.catalog import DatasetInfo
+from ..data.catalog import DATASETS, DatasetInfo
 from .table import Layer, ModelSpec
 
-NORMS = ("bn", "gn")
 GN_GROUPS = 4  # HeteroFL's GroupNorm(4, channels)
 STAGES = (64, 128, 256, 512)
 BLOCKS = (2, 2, 2, 2)
 
 
-def _two_conv_cnn(name: str, info: DatasetInfo, kernel: int, hidden: int) -> ModelSpec:
+def _conv_block(name: str, width: int, kernel: int, norm: str, pool: int) -> tuple[Layer, ...]:
+    """A convolution, then (with a norm) the norm row, ReLU and pooling after it: the norm
+    normalises the convolution's whole map, as HeteroFL's Conv (conv, scaler, norm, ReLU,
+    max-pool). Without one, the seed's order (pooling before the ReLU: the same function)."""
+    if norm == "none":
+        return (Layer(name, "conv", width, kernel=kernel, pool=pool),)
+    return (Layer(name, "conv", width, kernel=kernel, relu=False),
+            _norm(f"{name}_norm", norm, relu=True, pool=pool))
+
+
+def _two_conv_cnn(name: str, info: DatasetInfo, kernel: int, hidden: int,
+                  norm: str) -> ModelSpec:
     return ModelSpec(name, info.channels, info.image_size, (
-        Layer("conv1", "conv", 32, kernel=kernel, pool=2),
-        Layer("conv2", "conv", 64, kernel=kernel, pool=2),
+        *_conv_block("conv1", 32, kernel, norm, 2),
+        *_conv_block("conv2", 64, kernel, norm, 2),
         Layer("fc1", "linear", hidden),
         Layer("fc2", "linear", info.num_classes)))
 
 
-def simple_cnn(info: DatasetInfo) -> ModelSpec:
-    return _two_conv_cnn("simple_cnn", info, kernel=3, hidden=256)
+def simple_cnn(info: DatasetInfo, norm: str = "none") -> ModelSpec:
+    return _two_conv_cnn("simple_cnn", info, kernel=3, hidden=256, norm=norm)
 
 
-def mcmahan_cnn(info: DatasetInfo) -> ModelSpec:
-    return _two_conv_cnn("mcmahan_cnn", info, kernel=5, hidden=512)
+def mcmahan_cnn(info: DatasetInfo, norm: str = "none") -> ModelSpec:
+    return _two_conv_cnn("mcmahan_cnn", info, kernel=5, hidden=512, norm=norm)
 
 
-def leaf_cnn(info: DatasetInfo) -> ModelSpec:
-    return _two_conv_cnn("leaf_cnn", info, kernel=5, hidden=2048)
+def leaf_cnn(info: DatasetInfo, norm: str = "none") -> ModelSpec:
+    return _two_conv_cnn("leaf_cnn", info, kernel=5, hidden=2048, norm=norm)
+
+
+def heterofl_conv(info: DatasetInfo, width: float = 1.0, norm: str = "bn") -> ModelSpec:
+    hidden = stage_widths(width)
+    rows = [row for i, h in enumerate(hidden)
+            for row in _conv_block(f"conv{i + 1}", h, 3, norm, 2 if i < len(hidden) - 1 else 1)]
+    return ModelSpec("heterofl_conv", info.channels, info.image_size, (
+        *rows, Layer("linear", "linear", info.num_classes, avgpool=True)))
 
 
 def vgg_cifar(info: DatasetInfo) -> ModelSpec:
@@ -135,26 +165,30 @@ def resnet18(info: DatasetInfo, width: float = 1.0, norm: str = "bn") -> ModelSp
 
 
 MODELS = {"simple_cnn": simple_cnn, "mcmahan_cnn": mcmahan_cnn, "vgg_cifar": vgg_cifar,
-          "leaf_cnn": leaf_cnn, "preresnet18": preresnet18, "resnet18": resnet18}
-# Models with a width factor and a choice of normalisation (model_width, model_norm).
-SCALABLE = ("preresnet18", "resnet18")
+          "leaf_cnn": leaf_cnn, "heterofl_conv": heterofl_conv, "preresnet18": preresnet18,
+          "resnet18": resnet18}
+# Models with a width factor (model_width): HeteroFL's model rates.
+SCALABLE = ("heterofl_conv", "preresnet18", "resnet18")
+# Each model's normalisations (model_norm), its default first.
+NORMS = {"simple_cnn": ("none", "bn", "gn"), "mcmahan_cnn": ("none", "bn", "gn"),
+         "leaf_cnn": ("none", "bn", "gn"), "heterofl_conv": ("bn", "gn", "none"),
+         "vgg_cifar": ("none",), "preresnet18": ("bn", "gn"), "resnet18": ("bn", "gn")}
 
 
-def model_spec(name: str, info: DatasetInfo, width: float = 1.0, norm: str = "bn") -> ModelSpec:
-    """The table of model `name` for the dataset; `width` scales a residual model's hidden
-    sizes and `norm` picks its normalisation (the other models have neither)."""
+def model_spec(name: str, info: DatasetInfo, width: float = 1.0, norm: str = "auto") -> ModelSpec:
+    """The table of model `name` for the dataset; `width` scales the hidden sizes of the
+    models in SCALABLE, `norm` picks a normalisation among the model's NORMS (auto: its
+    default, the first)."""
+    norm = NORMS[name][0] if norm == "auto" else norm
+    if norm not in NORMS[name]:
+        raise ValueError(f"{name} takes normalisation {', '.join(NORMS[name])}, not {norm!r}")
     if name in SCALABLE:
-        if norm not in NORMS:
-            raise ValueError(f"normalisation {norm!r}; allowed: {', '.join(NORMS)}")
         return MODELS[name](info, width, norm)
-    if width != 1.0 or norm != "bn":
-        raise ValueError(f"{name} has no width factor or normalisation to choose; those are "
-                         f"for {', '.join(SCALABLE)}")
-    return MODELS[name](info)
+    if width != 1.0:
+        raise ValueError(f"{name} has no width factor; that is for {', '.join(SCALABLE)}")
+    return MODELS[name](info) if name == "vgg_cifar" else MODELS[name](info, norm)
 
 
 def spec_for(cfg) -> ModelSpec:
     """The model an ExperimentConfig describes (its model, dataset, width and norm)."""
-    from ..data.catalog import DATASETS
-
     return model_spec(cfg.model, DATASETS[cfg.dataset], cfg.model_width, cfg.model_norm)

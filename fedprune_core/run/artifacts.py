@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from ..config import ExperimentConfig, experiment_differences
+from ..errors import RunExistsError
 
 SUMMARY, CHECKPOINT, CONFIG = "summary.json", "checkpoint.pt", "config.json"
 CLIENT_STATES = "client_states.f32"  # residuals of an unfinished run (fl/store.py)
@@ -38,10 +39,6 @@ FIGURES = ("accuracy_curve.png", "compression_pruning_curve.png", "round_time_cu
 ARTIFACTS = (CONFIG, "metrics.csv", "clients.csv", "diagnostics.csv", "widths.csv",
              "partition.csv", "run.log", SUMMARY,
              "final_model.pt", CHECKPOINT, CLIENT_STATES, *FIGURES)
-
-
-class RunExistsError(FileExistsError):
-    """The run folder already holds a run that the user did not ask to replace or resume."""
 
 
 class UnsafePathError(RunExistsError):
@@ -276,11 +273,16 @@ def write_config(cfg: ExperimentConfig, run_dir: Path, **meta) -> None:
                                                _meta={**run_metadata(), **meta}))
 
 
+def run_logger(run_name: str) -> logging.Logger:
+    """The logger whose lines go to the run's run.log (open_log gives it its handlers)."""
+    return logging.getLogger(f"fedprune.{run_name}")
+
+
 def open_log(run_dir: Path, run_name: str, console: bool = True,
              bar: bool = True) -> logging.Logger:
     """run.log gets every line; the console gets the round lines (client lines carry
     extra={'client': True}), written around the progress bar when there is a live one."""
-    logger = logging.getLogger(f"fedprune.{run_name}")
+    logger = run_logger(run_name)
     for handler in list(logger.handlers):
         handler.close()
         logger.removeHandler(handler)

@@ -21,13 +21,13 @@ from ..data.catalog import DATASETS
 from ..data.loading import (TensorDataset, class_counts, load_dataset, natural_test_set,
                             natural_writers, partition, subsample)
 from ..fl.evaluate import EvalSet
-from ..fl.plan import kept_units
-from ..fl.round import ClientSlot, Cohort, RoundSetup
+from ..models.plan import kept_units
 from ..fl.state import ServerState
 from ..fl.store import ClientStates, MemoryStore
 from ..fl.systems import auto_deadline, make_profiles, round_times
 from ..fl.threads import resolve_threads
 from ..fl.training import LocalTraining
+from ..fl.types import ClientSlot, Cohort, RoundSetup
 from ..methods import build
 from ..models.net import ParamLayout, init_flat_params
 from ..models.zoo import spec_for
@@ -56,7 +56,8 @@ def method_names(cfg: ExperimentConfig) -> dict[str, str]:
     """The registered method of each kind that the configuration selects."""
     extract = {"none": "none", "unstructured": "magnitude"}.get(cfg.pruning_mode,
                                                                cfg.structured_selection)
-    ratio = ("none" if cfg.pruning_mode == "none" else "levels" if cfg.width_levels
+    ratio = ("selective" if cfg.participation == "capable"
+             else "none" if cfg.pruning_mode == "none" else "levels" if cfg.pruning_levels
              else "online" if cfg.adaptive_ratio_online
              else "warm_start" if cfg.adaptive_ratio else "fixed")
     return {"extract": extract, "compress": cfg.sparsify_method,
@@ -87,9 +88,22 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         deadline = _auto_deadline(cfg, layout, profiles, samples)
     full_times = round_times(profiles, samples, layout.spec.train_flops_per_sample(),
                              layout.size, cfg)
+    setup = build_setup(cfg, layout, deadline)
+    test = _test_subset(test, cfg)
+    test = EvalSet(test.images.to(device), test.labels.to(device),
+                   norm_data=_norm_data(cfg, layout, client_data))
+    return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
+                      layout, profiles, full_times, setup,
+                      _deployed_widths(cfg, setup, full_times))
+
+
+def build_setup(cfg: ExperimentConfig, layout: ParamLayout, deadline: float) -> RoundSetup:
+    """The round's static side for `cfg`: the methods it names, each given only its own
+    hyper-parameters (methods.registry.build). The one way a setup is made: the simulation, a
+    deployment's nodes and the benchmark all call this."""
     names = method_names(cfg)
-    setup = RoundSetup(
-        layout=layout, info=info, training=build_training(cfg),
+    return RoundSetup(
+        layout=layout, info=DATASETS[cfg.dataset], training=build_training(cfg),
         extractor=build("extract", names["extract"], cfg),
         compressor=build("compress", names["compress"], cfg),
         aggregator=build("aggregate", names["aggregate"], cfg),
@@ -97,12 +111,6 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
         local_method=build("train", names["train"], cfg),
         error_feedback=cfg.error_feedback and cfg.compression, seed=cfg.seed, deadline=deadline,
         engine=cfg.engine, workers=resolve_threads(cfg.num_threads))
-    test = _test_subset(test, cfg)
-    test = EvalSet(test.images.to(device), test.labels.to(device),
-                   norm_data=_norm_data(cfg, layout, client_data))
-    return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
-                      layout, profiles, full_times, setup,
-                      _deployed_widths(cfg, setup, full_times))
 
 
 def _test_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
@@ -136,7 +144,7 @@ def _deployed_widths(cfg: ExperimentConfig, setup: RoundSetup, full_times) -> li
     if cfg.adaptive_ratio_online:
         steps = int(round((cfg.max_pruning_ratio - cfg.min_pruning_ratio) / cfg.ratio_step))
         return width_bins(np.linspace(cfg.min_pruning_ratio, cfg.max_pruning_ratio, steps + 1))
-    return width_bins(setup.ratio_policy.initial(full_times))
+    return width_bins(setup.initial_ratios(full_times))
 
 
 def build_training(cfg: ExperimentConfig) -> LocalTraining:
@@ -149,7 +157,7 @@ def build_training(cfg: ExperimentConfig) -> LocalTraining:
 
 def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> float:
     base = layout.spec
-    if cfg.pruning_mode == "structured":
+    if cfg.pruning_mode == "structured" or cfg.participation == "capable":  # the hybrid's
         base = base.with_widths({g: kept_units(w, cfg.pruning_ratio, cfg.width_multiple)
                                  for g, w in base.widths.items()})
     return auto_deadline(profiles, samples, base.train_flops_per_sample(),
@@ -159,7 +167,7 @@ def _auto_deadline(cfg, layout: ParamLayout, profiles, samples: list[int]) -> fl
 def initial_state(fed: Federation, store=None) -> ServerState:
     """Round 0; client residuals go to `store` (fl.store; default: in memory)."""
     params = init_flat_params(fed.layout.spec, fed.cfg.seed).to(fed.cfg.device)
-    ratios = fed.setup.ratio_policy.initial(fed.full_round_times)
+    ratios = fed.setup.initial_ratios(fed.full_round_times)
     clients = ClientStates(tuple(float(r) for r in ratios), store or MemoryStore(),
                            device=params.device)
     return ServerState(0, params, clients,

@@ -25,7 +25,8 @@ try:
 except ImportError:  # Windows: no flock; runs there are not protected from each other
     fcntl = None  # type: ignore[assignment]
 
-from .artifacts import RunExistsError
+from ..errors import ConfigError, RunExistsError, Terminated
+from .artifacts import remove_stub
 
 LOCK = ".lock"
 OWNER_ENV = "FEDPRUNE_RUN_LOCK_OWNER"
@@ -37,15 +38,6 @@ class RunLockedError(RunExistsError):
 
 class UnsafeLockError(RunLockedError):
     """The lock file is not a plain file (a symbolic link, a folder, a device)."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what SLURM, Dask and `kill` send), handled like Ctrl-C: the run stops after
-    logging where it stopped, and the last finished round's checkpoint is kept."""
-
-    def __init__(self, signum: int = signal.SIGTERM):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class RunLock:
@@ -71,8 +63,6 @@ def lock_run_dir(run_dir: Path, name_param: str = "run_name") -> RunLock:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file (or a dangling link) where the folder would be
-        from ..config import ConfigError
-
         raise ConfigError(f"{name_param}: {run_dir} is not a folder; allowed: a run folder "
                           f"(choose another {name_param})") from None
     path = run_dir / LOCK
@@ -195,8 +185,6 @@ def claimed(run_dir: Path) -> Iterator[None]:
     A run that fails before it wrote its config leaves nothing behind (its run.log goes, and
     the folder too if this call created it), so a rerun under the same name is not blocked.
     """
-    from .artifacts import remove_stub
-
     created = not run_dir.exists()
     lock = lock_run_dir(run_dir)
     try:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from . import artifacts, checkpoint, plots, summary, widths
-from ..checks import check_device
+from ..checks import check_device, check_results_dir
 from ..config import ExperimentConfig
 from ..data.loading import resolve_data_root
 from ..fl.round import UpdateSource, run_round
@@ -29,6 +29,7 @@ from ..fl.store import FileStore
 from ..fl.threads import available_cores, resolve_threads, torch_threads
 from ..fl.training import DivergenceError
 from .federation import Federation, build_federation, cohort, initial_state
+from .guard import Terminated, claimed
 from .progress import Progress
 from .summary import MB
 
@@ -53,9 +54,6 @@ def run_experiment(cfg: ExperimentConfig,
     the run works in it (a second process gets RunLockedError naming the holder's pid), SIGTERM
     stops the run like Ctrl-C, and a run that fails before writing its config leaves no folder.
     """
-    from .guard import Terminated, claimed
-    from ..checks import check_results_dir
-
     check_device(cfg.device)
     check_results_dir(cfg.results_dir)
     if cfg.run_name is None:
@@ -92,6 +90,7 @@ def _run(cfg, run_dir, saved, log, on_round_end, updates) -> RunResult:
              f"(data root {resolve_data_root(cfg.data_root).resolve()}), device {cfg.device}")
     _warn_oversubscribed(log, cfg)
     fed = build_federation(cfg)
+    _warn_scaler_without_norm(log, fed)
     if saved is None:
         artifacts.write_config(cfg, run_dir, deadline_sec=fed.deadline)
         artifacts.write_csv(_partition_rows(fed.counts), run_dir / "partition.csv")
@@ -160,6 +159,18 @@ def _warn_oversubscribed(log, cfg: ExperimentConfig) -> None:
                         f"{cfg.engine} on {threads} intra-op threads waits at every operation "
                         f"for a core another process holds; engine parallel (the default) "
                         f"does not")
+
+
+def _warn_scaler_without_norm(log, fed: Federation) -> None:
+    """Once: HeteroFL's scaler on a model without normalisation layers hurts the full model."""
+    spec = fed.layout.spec
+    if fed.cfg.local_training == "scaler" and not (spec.has_norm("bn") or spec.has_norm("gn")):
+        log.warning(f"local_training scaler on {spec.name} without normalisation: each pruned "
+                    f"layer's output is divided by its kept fraction while training, and with no "
+                    f"norm after it the factors compound layer by layer, so units trained at "
+                    f"different widths are averaged on different scales and the full-width "
+                    f"model suffers (HeteroFL follows every convolution with static batch norm, "
+                    f"which cancels the factor: model_norm bn)")
 
 
 DIAGNOSTIC_COLUMNS = ("round", "metric", "class", "value")
@@ -242,6 +253,10 @@ def _log_setup(log, fed: Federation) -> None:
 
 def _log_round(log, cfg, row: dict, rows: list[dict]) -> None:
     for c in rows:
+        if c["status"] == "sat_out":  # selective participation: not capable this round
+            log.info(f"  round {c['round']:3d} client {c['client_id']:3d} | sits the round out "
+                     f"(its full-model round would miss the deadline)", extra={"client": True})
+            continue
         if c["status"] == "missing":  # a deployment's node failed or timed out: on the console
             log.warning(f"  round {c['round']:3d} client {c['client_id']:3d} | missing: its "
                         f"update did not arrive (down {c['downlink_bytes'] / 1e3:,.1f} kB)")

@@ -66,7 +66,7 @@ def _single(draw, m, path: Path, title: str | None = None) -> Path:
     ax = fig.subplots()
     draw(ax, m)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, parse_math=False)  # a label is text, not math
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     return path
@@ -120,7 +120,7 @@ def run_figures(metrics: pd.DataFrame, run_dir: Path, title: str = "") -> dict[s
     axes = fig.subplots(2, 2)
     for draw, ax in zip((_accuracy, _uplink, _compression, _round_time), axes.flat):
         draw(ax, metrics)
-    fig.suptitle(f"FedPrune-Sparse dashboard: {title}", fontsize=11)
+    fig.suptitle(f"FedPrune-Sparse dashboard: {title}", fontsize=11, parse_math=False)
     fig.tight_layout()
     fig.savefig(run_dir / "experiment_dashboard.png", dpi=DPI)
     out["experiment_dashboard"] = run_dir / "experiment_dashboard.png"
@@ -243,7 +243,7 @@ def client_figures(clients: pd.DataFrame, run_dir: Path, title: str = "") -> dic
 
 def _save(fig: Figure, path: Path, title: str) -> Path:
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, parse_math=False)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")  # a legend beside the axes stays in
     return path

@@ -65,7 +65,8 @@ def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
     row = {
         "round": r, "test_accuracy": evaluation["test_accuracy"],
         "test_loss": evaluation["test_loss"],
-        "train_loss": float(np.average(frame.train_loss, weights=frame.num_samples)),
+        "train_loss": (float(np.average(frame.train_loss, weights=frame.num_samples))
+                       if len(frame) else math.nan),  # every client sat the round out
         "avg_transmitted_ratio": frame.transmitted_ratio.mean(),
         "avg_pruning_ratio": frame.pruning_ratio.mean(),
         "avg_round_time_sec": frame.update_time_sec.mean(),
@@ -74,7 +75,7 @@ def round_row(fed: Federation, r: int, evaluation: dict, rows: list[dict],
         "downlink_bytes": int(selected.downlink_bytes.sum()),
         "client_train_flops": int(frame.train_flops.sum()),
         "dense_client_train_flops": int(frame.dense_train_flops.sum()),
-        "simulated_round_time_sec": frame.simulated_time_sec.max(),
+        "simulated_round_time_sec": frame.simulated_time_sec.max() if len(frame) else 0.0,
         "eval_time_sec": evaluation["eval_time_sec"],
         "diagnostic_time_sec": evaluation["diagnostic_time_sec"],
         "num_clients_selected": len(selected)}
@@ -99,7 +100,7 @@ def summary(fed: Federation, state: ServerState, metrics: pd.DataFrame,
     last = metrics.iloc[-1]
     tail, used = tail_accuracy(metrics, cfg.tail_rounds)
     untrained = diagnostics.never_trained_units(fed.layout, state.trained)
-    initial = fed.setup.ratio_policy.initial(fed.full_round_times)
+    initial = fed.setup.initial_ratios(fed.full_round_times)
     by_width = widths.tail_by_width(width_rows)
     updates = clients[clients.get("status", "ok") == "ok"] if "status" in clients else clients
     return {

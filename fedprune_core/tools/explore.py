@@ -23,7 +23,9 @@ import pandas as pd
 from matplotlib.figure import Figure  # not pyplot: no global state, no inline backend needed
 from matplotlib.ticker import MaxNLocator
 
+from ..checks import choices
 from ..config import ConfigError, ExperimentConfig
+from ..errors import exit_status
 
 MB = 1e6
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
@@ -139,8 +141,8 @@ def _control(name: str, value: Any) -> widgets.ValueWidget:
     spec = FIELDS[name]
     common = dict(value=value, description=name, tooltip=spec.metadata["help"], style=style,
                   layout=layout)
-    if spec.metadata["choices"]:
-        return widgets.Dropdown(options=list(spec.metadata["choices"]), **common)
+    if choices(spec):
+        return widgets.Dropdown(options=list(choices(spec)), **common)
     if name in SLIDERS:
         low, high, step = SLIDERS[name]
         digits = len(f"{step:g}".split(".")[-1])
@@ -210,9 +212,6 @@ class Explorer(widgets.VBox):
     def run(self, _button=None) -> None:
         """The Run button: validate, then run one experiment with a live figure."""
         # torch is heavy: imported when a run starts, not when the controls are built
-        from ..run.artifacts import RunExistsError
-        from ..fl.training import DivergenceError
-        from ..data.loading import DataUnavailableError
         from ..run.loop import run_experiment
 
         values = {**self.values(), "progress": "off"}
@@ -234,8 +233,7 @@ class Explorer(widgets.VBox):
                       "round.", color="#b00020")
             return
         except Exception as err:  # shown in the widget: a click handler's traceback is hidden
-            expected = isinstance(err, (ConfigError, RunExistsError, DataUnavailableError,
-                                        DivergenceError))
+            expected = exit_status(err) is not None
             self._say(f"{type(err).__name__}: {err}", "" if expected else traceback.format_exc(),
                       color="#b00020")
             return

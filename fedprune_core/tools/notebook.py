@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from ..checks import choices
 from ..config import ConfigError, ExperimentConfig
 
 # The run-folder helpers (run.artifacts) import torch: imported where used, so this module
@@ -35,8 +36,8 @@ def parameters_source() -> str:
              "# (make notebooks). papermill overrides them."]
     for f in dataclasses.fields(ExperimentConfig):
         help_text = f.metadata["help"]
-        if f.metadata["choices"]:
-            help_text += f" One of: {', '.join(f.metadata['choices'])}."
+        if choices(f):
+            help_text += f" One of: {', '.join(repr(c) for c in choices(f))}."
         # help above the line: papermill's parser rejects some trailing comments
         lines += [f"# {help_text}", f"{f.name} = {f.default!r}"]
     return "\n".join(lines)

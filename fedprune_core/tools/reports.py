@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from typing import Iterable, Sequence
 
 import nbformat
 
+from ..errors import ConfigError
 from . import chromium
 from .print_layout import for_print, for_screen
 from .report_errors import ReportError, ReportToolMissingError
@@ -80,10 +82,6 @@ def pdf_timeout(value: float | None = None) -> float:
     """Seconds for one Chromium print: `value`, else $FEDPRUNE_PDF_TIMEOUT, else the default.
     Anything but a finite number > 0 is a ConfigError naming the setting, said before any work
     (a typo in the variable is not a traceback after the run it was to report on)."""
-    import math
-
-    from ..config import ConfigError
-
     name, text = ("timeout", value) if value is not None else (
         "FEDPRUNE_PDF_TIMEOUT", os.environ.get("FEDPRUNE_PDF_TIMEOUT"))
     if text is None or text == "":

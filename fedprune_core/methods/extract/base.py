@@ -13,7 +13,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from ...fl.plan import Plan, full_plan, kept_units, structured_plan
+from ...models.plan import Plan, full_plan, kept_units, structured_plan
 from ...models.net import ParamLayout
 
 

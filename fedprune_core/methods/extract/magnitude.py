@@ -13,7 +13,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from ...fl.plan import Plan
+from ...models.plan import Plan
 from ...models.net import ParamLayout
 from ..registry import register
 from .base import Extractor, Planner

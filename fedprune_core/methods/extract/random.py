@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from ...fl.plan import Plan, structured_plan
+from ...models.plan import Plan, structured_plan
 from ...models.net import ParamLayout
 from ...rng import torch_generator
 from ..registry import register

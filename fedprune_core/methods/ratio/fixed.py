@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,5 +16,5 @@ from .base import RatioPolicy
 class FixedRatio(RatioPolicy):
     pruning_ratio: float = 0.4
 
-    def initial(self, round_time: np.ndarray) -> np.ndarray:
+    def initial(self, round_time: np.ndarray, deadline: float = math.inf) -> np.ndarray:
         return np.full(len(round_time), self.pruning_ratio)

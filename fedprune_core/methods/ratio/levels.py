@@ -4,9 +4,10 @@ Heterogeneous Clients", ICLR: levels a = 1, b = 1/2, c = 1/4, d = 1/8, e = 1/16 
 sizes) and FjORD's client tiers (Horvath et al. 2021, NeurIPS; Flower's baseline: p_max = 0.2,
 0.4, ..., 1.0) deploy them.
 
-`width_levels` are kept fractions in the order written; client i of N starts at level
-floor(i * L / N) (even blocks of clients: FjORD's `cid // 20` for 100 clients and 5 tiers,
-HeteroFL's `fix` split for equal proportions). The pruning ratio is 1 - level.
+`pruning_levels` are the levels' pruning ratios (fractions removed, 1 - the papers' kept
+fractions) in the order written; client i of N starts at level floor(i * L / N) (even blocks of
+clients: FjORD's `cid // 20` for 100 clients and 5 tiers, HeteroFL's `fix` split for equal
+proportions).
 - `fixed`: a client keeps its level all run (FjORD's tiers, HeteroFL's `fix`).
 - `dynamic`: a client moves to the next level, cyclically, after each round it trains.
   HeteroFL's `dynamic` re-draws every client's level each round from the mix's proportions
@@ -21,6 +22,7 @@ HeteroFL's `fix` split for equal proportions). The pruning ratio is 1 - level.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,15 +34,15 @@ from .base import RatioPolicy
 @register("ratio", "levels")
 @dataclass(frozen=True)
 class WidthLevels(RatioPolicy):
-    width_levels: str = ""
+    pruning_levels: str = ""
     level_assignment: str = "fixed"
 
     @property
     def ratios(self) -> np.ndarray:
         """Each level's pruning ratio, in the order written."""
-        return 1.0 - np.array([float(v) for v in self.width_levels.split(",")])
+        return np.array([float(v) for v in self.pruning_levels.split(",")])
 
-    def initial(self, round_time: np.ndarray) -> np.ndarray:
+    def initial(self, round_time: np.ndarray, deadline: float = math.inf) -> np.ndarray:
         n, ratios = len(round_time), self.ratios
         return ratios[np.arange(n) * len(ratios) // max(n, 1)]
 

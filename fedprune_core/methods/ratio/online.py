@@ -5,6 +5,7 @@ is on, else from pruning_ratio."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +20,10 @@ class Online(WarmStart):
     ratio_step: float = 0.05
     adaptive_ratio: bool = True  # warm start first
 
-    def initial(self, round_time: np.ndarray) -> np.ndarray:
+    def initial(self, round_time: np.ndarray, deadline: float = math.inf) -> np.ndarray:
         if not self.adaptive_ratio:
             return np.full(len(round_time), self.pruning_ratio)
-        return super().initial(round_time)
+        return super().initial(round_time, deadline)
 
     def next(self, ratio: float, simulated_time: float, deadline: float) -> float:
         if simulated_time > deadline:

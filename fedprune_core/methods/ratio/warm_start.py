@@ -9,6 +9,7 @@ mean ratio is exactly `pruning_ratio`, so "adaptive vs fixed" compares equal mea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,6 @@ class WarmStart(RatioPolicy):
     min_pruning_ratio: float = 0.1
     max_pruning_ratio: float = 0.8
 
-    def initial(self, round_time: np.ndarray) -> np.ndarray:
+    def initial(self, round_time: np.ndarray, deadline: float = math.inf) -> np.ndarray:
         return rank_ratios(round_time, self.pruning_ratio, self.min_pruning_ratio,
                            self.max_pruning_ratio)

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ...config import ConfigError, ExperimentConfig
-from ...params_files import load_params_file, parse_yaml_value
+from ...config import ConfigError, ExperimentConfig, check_names, closest, value_from_text
+from ...params_files import load_params_file
 from ...run.artifacts import write_atomic
 
 GRID = "grid.jsonl"
@@ -37,13 +37,14 @@ def parse_sets(items: list[str]) -> dict:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected key=value")
         if key not in names:
-            raise ConfigError(f"--set {key}: unknown parameter; allowed: "
-                              f"{', '.join(sorted(names))}")
+            guess = closest(key, names)
+            raise ConfigError(f"--set {key}: unknown parameter; " + (
+                f"did you mean {guess}?" if guess else f"allowed: {', '.join(sorted(names))}"))
         if key in OWNED:
             raise ConfigError(f"--set {key}: set by the batch for each run ({OWNED[key]}); "
                               f"allowed: the other parameters")
         try:
-            overrides[key] = parse_yaml_value(key, text)
+            overrides[key] = value_from_text(key, text)
         except ConfigError as err:
             raise ConfigError(f"--set {err}") from None
     return overrides
@@ -70,7 +71,7 @@ def expand_grid(params: list[str], seeds: Optional[list[int]], overrides: dict,
 def _unit(index, path, seed, overrides, results_dir, threads) -> dict:
     unit = {"index": index, "params": str(path), "seed": seed, "config": None, "error": None}
     try:
-        values = {**load_params_file(path), **overrides}
+        values = {**load_params_file(path, check_names), **overrides}
         seed = values["seed"] = values.get("seed", 0) if seed is None else seed
         unit["seed"] = seed
         unit["run_name"] = f"{Path(path).stem}_s{seed}"

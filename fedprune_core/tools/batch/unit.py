@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...config import ConfigError, ExperimentConfig
-from ...run.artifacts import RunExistsError
+from ...errors import exit_status, status_of_name
 from .grid import load_record, log_path, new_record, read_grid, save_record, settled
 
 # notebook.REPO_ROOT, not imported from there: papermill is only needed where a unit runs.
@@ -80,17 +80,14 @@ def _execute(unit: dict, force: bool) -> tuple[str, Optional[str], int]:
             cfg = cfg.replace(overwrite=True, resume=False)
         execute_experiment(cfg, cwd=REPO_ROOT, log_output=True)
         return "finished", None, 0
-    except (ConfigError, RunExistsError) as err:
-        traceback.print_exc()
-        return "failed", f"{type(err).__name__}: {err}", 2
     except papermill.PapermillExecutionError as err:
         traceback.print_exc()
-        # A parameter, or a folder another run holds: a retry cannot help.
-        final = err.ename in ("ConfigError", "RunExistsError", "RunLockedError")
-        return "failed", f"{err.ename}: {err.evalue}", 2 if final else 1
+        # the input's fault (a parameter, a folder another run holds, no data): no retry helps
+        return "failed", f"{err.ename}: {err.evalue}", status_of_name(err.ename)
     except Exception as err:  # any other failure is this unit's, not the batch's
         traceback.print_exc()
-        return "failed", f"{type(err).__name__}: {err}", 1
+        known = exit_status(err)
+        return "failed", f"{type(err).__name__}: {err}", 2 if known and known[0] == 2 else 1
 
 
 def _injected_failure(run_name: str) -> None:

@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from ..models.net import ParamLayout
-from ..models.table import ModelSpec, ParamSpec
+from .net import ParamLayout
+from .table import ModelSpec, ParamSpec
 
 
 @dataclass
