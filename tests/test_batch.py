@@ -58,6 +58,11 @@ def cli(*args, env, cwd, **kwargs):
                           cwd=cwd, capture_output=True, text=True, **kwargs)
 
 
+def unit_lines(stderr: str) -> list[str]:
+    """The lines a batch writes for its settled units (status.unit_line)."""
+    return [line for line in stderr.splitlines() if re.match(r"  \w+_s\d+: ", line)]
+
+
 def statuses(results, name):
     summary = json.loads((results / name / "batch.json").read_text())
     return {u["run_name"]: u for u in summary["units"]}
@@ -123,6 +128,20 @@ def test_batch_reports_failures_retries_and_skips_finished(backend, params, env,
     assert out.returncode == 1, out.stderr
     assert re.search(r"unit\s+run_name\s+status\s+seconds\s+tail acc \(%\)\s+uplink \(MB\)"
                      r"\s+error\s+log", out.stdout)
+    # stderr is not a terminal: a line per unit as it settles, the batch's state after it
+    lines = unit_lines(out.stderr)
+    assert len(lines) == 4, out.stderr
+    invalid = r"failed \(0\.0 s\): ConfigError: .* \| 0/4 done, 2 failed, 0 running, 2 queued " \
+              r"\| rounds 0/2 \| ETA \?"
+    assert re.fullmatch(rf"  bad_s0: {invalid}", lines[0]), lines
+    assert re.fullmatch(rf"  typo_s0: {invalid}", lines[1]), lines
+    first, last = sorted(lines[2:4], key=lambda line: "2/4 done" in line)
+    running = "1 running, 0 queued" if backend == "local" else "[01] running, [01] queued"
+    assert re.fullmatch(r"  (good|flaky)_s0: finished \([0-9.]+ s\) \| 1/4 done, 2 failed, "
+                        rf"{running} \| rounds [12]/2 \| ETA [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}"
+                        r"( \| (good|flaky)_s0 [01]/1)?", first), lines
+    assert re.fullmatch(r"  (good|flaky)_s0: finished \([0-9.]+ s\) \| 2/4 done, 2 failed, "
+                        r"0 running, 0 queued \| rounds 2/2 \| ETA 00:00:00", last), lines
     units = statuses(results, "b")
     assert {k: u["status"] for k, u in units.items()} == {
         "good_s0": "finished", "bad_s0": "failed", "typo_s0": "failed", "flaky_s0": "finished"}
@@ -140,6 +159,11 @@ def test_batch_reports_failures_retries_and_skips_finished(backend, params, env,
     assert again.returncode == 1, again.stderr
     units = statuses(results, "b")
     assert units["good_s0"]["status"] == units["flaky_s0"]["status"] == "skipped"
+    settled = "| 2/4 done, 2 failed, 0 running, 0 queued | rounds 2/2 | ETA 00:00:00"
+    lines = unit_lines(again.stderr)
+    assert lines[0] == f"  good_s0: skipped (0.0 s) {settled}", lines
+    assert lines[3] == f"  flaky_s0: skipped (0.0 s) {settled}", lines
+    assert len(lines) == 4 and all(line.endswith(settled) for line in lines), lines
     assert units["bad_s0"]["status"] == "failed"
     assert notebooks == {n: (results / "b" / n / "experiment.ipynb").stat().st_mtime_ns
                          for n in notebooks}

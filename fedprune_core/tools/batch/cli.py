@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -44,11 +45,11 @@ def _run(args, grid: Path, units: list[dict], started: float) -> int:
             todo.append(unit)
     if args.backend == "slurm":
         return run_slurm(grid, records, todo, args)
-    from .local import Progress, run_local
+    from .local import run_local
+    from .status import BatchStatus
 
-    progress = Progress(len(units), len(todo), args.jobs, args.name)
-    for record in records:
-        progress.update(record, ran=False)
+    progress = BatchStatus(grid, units, args.jobs, args.name, force=args.force)
+    progress.settle_all(records)
     if args.backend == "local":
         runner = run_local
     else:
@@ -56,11 +57,12 @@ def _run(args, grid: Path, units: list[dict], started: float) -> int:
     try:
         records += runner(grid, todo, args.jobs, args.force, progress) if todo else []
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again; finished runs are skipped and "
+        progress.close()  # the live line ends before the note
+        print("interrupted: run the same command again; finished runs are skipped and "
               "interrupted ones resume from their checkpoints", file=sys.stderr)
         return 130
     finally:
-        progress.bar.close()
+        progress.close()
     return finish(grid, records, args.backend, time.monotonic() - started)
 
 
@@ -170,20 +172,41 @@ def cmd_run_one(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """The units' table and counts, then the status line a batch shows (rounds, ETA); with
+    --follow, first the batch's live status until no unit is pending (how a SLURM array is
+    followed: its units leave only records and run folders)."""
+    from .status import BatchStatus, follow
+
     grid = Path(args.grid).resolve()
-    rows = [unit_state(grid, unit) for unit in read_grid(grid)]
-    print(format_table(rows, ("unit", "run_name", "state", "last_try", "seconds", "error",
-                              "log")))
+    units = read_grid(grid)
+    # A SLURM batch's slots are its array's %limit; another batch's, the units seen running.
+    backend = "slurm" if (grid.parent / "slurm").is_dir() else None
+    status = BatchStatus(grid, units, _slurm_jobs(grid) if backend else 1, grid.parent.name)
+    if args.follow:
+        with contextlib.suppress(KeyboardInterrupt):  # stops following, never the batch
+            follow(grid, units, status)
+    rows = [unit_state(grid, unit) for unit in units]
+    status.sync(rows, report=False)
+    rows = [{**row, "rounds": status.rounds_of(row["unit"])} for row in rows]
+    print(format_table(rows, ("unit", "run_name", "state", "rounds", "last_try", "seconds",
+                              "error", "log")))
     counts = Counter(row["state"] for row in rows)
     print(f"{len(rows)} units: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    print(f"{status.name}: {status.text()}")
     # The same batch.json as local and Dask write: how a SLURM batch gets its summary.
-    backend = "slurm" if (grid.parent / "slurm").is_dir() else None
     try:
         write_summary(grid, rows, backend)
     except OSError as err:  # a read-only batch folder: the table above is the status
         print(f"note: {grid.parent / 'batch.json'} not written ({err.strerror})",
               file=sys.stderr)
     return 1 if any(row["status"] == "failed" for row in rows) else 0
+
+
+def _slurm_jobs(grid: Path) -> int:
+    try:
+        return saved_settings(grid)["jobs"]
+    except ConfigError:  # damaged settings: the units seen running are the slots
+        return 1
 
 
 def cmd_resubmit_missing(args) -> int:
@@ -262,6 +285,10 @@ def add_batch_commands(sub) -> None:
     status = cmds.add_parser("status", help="Each unit's state: finished, interrupted, "
                              "partial, not started (or invalid), and counts.")
     status.add_argument("--grid", required=True)
+    status.add_argument("--follow", action="store_true",
+                        help="Show the batch's live status (a line per settled unit when not "
+                             "on a terminal) until no unit is pending; Ctrl-C stops following, "
+                             "not the batch.")
     status.set_defaults(handler=cmd_status)
     again = cmds.add_parser("resubmit-missing", help="Submit a SLURM array of the units "
                             "without a finished run (settings of the first submission).")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
 
 from ...config import ConfigError
@@ -32,12 +31,12 @@ def dask_unit(grid: str, index: int, force: bool) -> dict:
     return record
 
 
-
 def run_dask(grid: Path, units: list[dict], jobs: int, force: bool, progress) -> list[dict]:
-    """Units as Dask tasks (retries=1), on $DASK_SCHEDULER or a LocalCluster of JOBS workers."""
+    """Units as Dask tasks (retries=1), on $DASK_SCHEDULER or a LocalCluster of JOBS workers.
+    Which units run is seen from their records (progress.watch_records): a worker's task is
+    not visible from here."""
     try:
-        from distributed import Client, KilledWorker, LocalCluster
-        from distributed import as_completed as dask_completed
+        from distributed import Client, LocalCluster, wait
     except ImportError as err:
         raise ConfigError(f"--backend dask needs the [dask] extra (pip install -e '.[dask]'): "
                           f"{err}") from None
@@ -51,22 +50,33 @@ def run_dask(grid: Path, units: list[dict], jobs: int, force: bool, progress) ->
                                                        processes=True))
             client = stack.enter_context(Client(cluster))
         progress.slots = max(1, sum(client.nthreads().values()))
-        print(f"dask: {client.scheduler.address}, dashboard {client.dashboard_link}",
-              file=sys.stderr)
+        progress.watch_records()
+        progress.write(f"dask: {client.scheduler.address}, dashboard {client.dashboard_link}")
         futures = {client.submit(dask_unit, str(grid), unit["index"], force, retries=1,
                                  pure=False): unit for unit in units}
-        records = []
-        for future in dask_completed(futures):
-            unit = futures[future]
-            try:
-                record = future.result()
-            except KilledWorker as err:  # its worker died (e.g. out of memory) too often
-                record = save_record(grid, new_record(grid, unit, "failed",
-                                                      error=f"KilledWorker: {err}"))
-            except Exception as err:  # UnitFailed after the retry: its record says why
-                record = load_record(grid, unit["index"])
-                if record is None or record["status"] != "failed":
-                    error = f"{type(err).__name__}: {err}"
-                    record = save_record(grid, new_record(grid, unit, "failed", error=error))
-            records.append(progress.update(record))
+        records, pending = [], set(futures)
+        while pending:
+            with contextlib.suppress(TimeoutError):  # none settled: poll the status
+                wait(list(pending), timeout=progress.interval, return_when="FIRST_COMPLETED")
+            done = sorted((f for f in pending if f.done()), key=lambda f: futures[f]["index"])
+            for future in done:
+                pending.discard(future)
+                records.append(progress.settle(_outcome(grid, futures[future], future)))
+            progress.poll()
         return records
+
+
+def _outcome(grid: Path, unit: dict, future) -> dict:
+    """The unit's record from its settled task, also when the task itself failed."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as err:  # its worker died (e.g. out of memory) too often
+        return save_record(grid, new_record(grid, unit, "failed", error=f"KilledWorker: {err}"))
+    except Exception as err:  # UnitFailed after the retry: its record says why
+        record = load_record(grid, unit["index"])
+        if record is None or record["status"] != "failed":
+            error = f"{type(err).__name__}: {err}"
+            record = save_record(grid, new_record(grid, unit, "failed", error=error))
+        return record

@@ -142,7 +142,7 @@ def log_path(grid: Path, unit: dict) -> Path:
     return Path(grid).parent / "logs" / f"{unit['run_name']}.log"
 
 
-def _record_path(grid: Path, index: int) -> Path:
+def record_path(grid: Path, index: int) -> Path:
     return Path(grid).parent / "units" / f"{index}.json"
 
 
@@ -151,7 +151,7 @@ def _record_path(grid: Path, index: int) -> Path:
 def load_record(grid: Path, index: int) -> Optional[dict]:
     """The unit's last record; None if it has none, or one that cannot be read (a note says
     so: the record only reports, the run folder is what counts)."""
-    path = _record_path(grid, index)
+    path = record_path(grid, index)
     if not path.is_file():
         return None
     try:
@@ -168,7 +168,7 @@ def load_record(grid: Path, index: int) -> Optional[dict]:
 
 
 def save_record(grid: Path, record: dict) -> dict:
-    path = _record_path(grid, record["unit"])
+    path = record_path(grid, record["unit"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record, indent=1))
     return record

@@ -1,40 +1,18 @@
-"""The local back end: JOBS `run-one` processes at once on this machine, with a progress bar.
+"""The local back end: JOBS `run-one` processes at once on this machine, with a live status
+(status.py).
 
 A thread per slot only waits on its `run-one` process: papermill itself is not safe to drive
-from threads.
+from threads. The main thread polls the status between settled units.
 """
 
 from __future__ import annotations
 
-import sys
+import itertools
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from .summary import first_line
 from .unit import launch_unit
-
-
-class Progress:
-    """A tqdm bar over units (postfix done/failed/running) and a line per settled unit."""
-
-    def __init__(self, total: int, pending: int, slots: int, desc: str):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)
-        self.pending, self.slots, self.done, self.failed = pending, slots, 0, 0
-
-    def update(self, record: dict, ran: bool = True) -> dict:
-        self.pending -= ran
-        self.failed += record["status"] == "failed"
-        self.done += record["status"] != "failed"
-        error = f": {first_line(record['error'])}" if record["error"] else ""
-        self.bar.write(f"  {record['run_name']}: {record['status']} ({record['seconds']} s)"
-                       f"{error}", file=sys.stderr)
-        self.bar.set_postfix(done=self.done, failed=self.failed,
-                             running=min(self.slots, self.pending), refresh=False)
-        self.bar.update(1)
-        return record
 
 
 def run_local(grid: Path, units: list[dict], jobs: int, force: bool, progress) -> list[dict]:
@@ -47,12 +25,26 @@ def run_local(grid: Path, units: list[dict], jobs: int, force: bool, progress) -
             record = launch_unit(grid, unit["index"], force)
         return record
 
+    # The pool takes units in order, the next as soon as one settles: the status follows it
+    # here, in the main thread, so every line counts the same units running as the pool does.
+    queue = iter(units)
+    for unit in itertools.islice(queue, jobs):
+        progress.start(unit["index"])
+    records = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, unit) for unit in units]
+        pending = {pool.submit(one, unit) for unit in units}
         try:
-            return [progress.update(future.result()) for future in as_completed(futures)]
+            while pending:
+                done, pending = wait(pending, timeout=progress.interval,
+                                     return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: f.result()["unit"]):
+                    following = next(queue, None)
+                    if following is not None:
+                        progress.start(following["index"])
+                    records.append(progress.settle(future.result()))
+                progress.poll()
+            return records
         except KeyboardInterrupt:  # the units got the same SIGINT from the terminal
             stop.set()
             pool.shutdown(cancel_futures=True)
             raise
-

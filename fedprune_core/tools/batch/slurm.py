@@ -1,6 +1,7 @@
 """The SLURM back end: a job array, one task per unit, written to
 `results/<batch>/slurm/array.sbatch` and submitted with sbatch when this machine has it
-(`batch status` follows it, `batch resubmit-missing` reruns what did not finish).
+(`batch status --follow` shows its live status from the units' records and run folders, as a
+local batch does; `batch resubmit-missing` reruns what did not finish).
 
 Every value in the script is checked before anything is written (check_settings,
 check_script_path): shell lines quote theirs (shlex.quote), but #SBATCH lines cannot be quoted,
@@ -103,7 +104,7 @@ def write_sbatch(grid: Path, indices: list[int], settings: dict, name: str) -> P
         "#!/bin/bash",
         f"# FedPrune-Sparse batch {grid.parent.name}: array task N runs grid unit N.",
         f"# Follow it: {shlex.quote(sys.executable)} -m fedprune_core batch status --grid "
-        f"{shlex.quote(str(grid))}",
+        f"{shlex.quote(str(grid))} --follow",
         f"#SBATCH --job-name=fedprune-{grid.parent.name}",
         f"#SBATCH --array={array_spec(indices, settings['jobs'])}",
         f"#SBATCH --output={slurm}/logs/unit_%a.out",
@@ -133,7 +134,7 @@ def submit(grid: Path, script: Path) -> int:
         print(f"error: sbatch {script} failed: {out.stderr.strip()}", file=sys.stderr)
         return 1
     print(f"submitted SLURM job array {out.stdout.strip()} ({script}); follow it with:\n"
-          f"  python -m fedprune_core batch status --grid {grid}")
+          f"  python -m fedprune_core batch status --grid {grid} --follow")
     return 0
 
 
