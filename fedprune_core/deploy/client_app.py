@@ -1,7 +1,9 @@
 """The ClientApp: what a SuperNode runs for each message (Flower's message API).
 
-`train` runs one client's local update (node.py) and replies with its encoded update and its
-result record (fl.types.ClientResult); `query` tells the ServerApp which clients this node hosts, so
+`train` hands one client's local update to the node's long-lived worker (worker_link.py, which
+runs node.py there) and replies with its encoded update and its result record
+(fl.types.ClientResult); this module imports no torch, so the process Flower starts for every
+message stays light; `query` tells the ServerApp which clients this node hosts, so
 that it can address each sampled client's node. Failures come back as Flower errors whose
 reason says what kind they are (protocol.py).
 """
@@ -17,7 +19,8 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from . import protocol
-from .node import NodeSettings, run_task
+from .settings import NodeSettings
+from .worker_link import ask
 
 app = ClientApp()
 
@@ -32,7 +35,7 @@ def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     try:
         settings = NodeSettings.from_node_config(dict(context.node_config))
-        update, record = run_task(settings, protocol.Task.from_message(msg))
+        update, record = ask(settings, protocol.Task.from_message(msg))  # the node's worker
     except protocol.NodeFailure as err:
         return _error(msg, err.kind, str(err))
     # the node's wall time for the whole task (federation, state, update, saving)

@@ -20,7 +20,6 @@ import os
 import queue
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from ..errors import CommandError
 from ..run.guard import OWNER_ENV, lock_run_dir
 from . import package
 from .command import Options, parse_address
-from .supervisor import AppWatch, Supervisor
+from .supervisor import AppWatch, Supervisor, plain
 
 RESULT_MARKER = "FEDPRUNE-DEPLOY-RESULT "  # server_app.RESULT_MARKER (not imported: flwr)
 STREAM_GRACE_SEC = 60.0  # for the log of a ServerApp that ended cleanly to arrive
@@ -113,6 +112,8 @@ class Deployment:
     def _forget_node_state(self) -> None:
         for i in range(self.opts.nodes):
             shutil.rmtree(self.node_dir(i) / self.cfg.run_name, ignore_errors=True)
+            for name in ("worker.log", "worker.lock"):  # the node's worker (worker_link.py)
+                (self.node_dir(i) / name).unlink(missing_ok=True)
             try:
                 self.node_dir(i).rmdir()  # only if nothing else is kept there
             except OSError:
@@ -180,12 +181,12 @@ class Deployment:
             str(self.status_file) if self.local else "")
         argv = [tool("flwr"), "run", str(package.write_app(self.work)), package.CONNECTION,
                 "--run-config", str(run_config), "--stream"]
-        proc = self.supervisor.spawn("flwr-run", argv, stdout=subprocess.PIPE)
+        proc = self.supervisor.spawn("flwr-run", argv, piped=True)
         lines: queue.Queue = queue.Queue()
 
         def read() -> None:
             for raw in proc.stdout:
-                lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+                lines.put(plain(raw.decode("utf-8", "replace").rstrip("\n")))
             lines.put(None)
 
         threading.Thread(target=read, daemon=True).start()

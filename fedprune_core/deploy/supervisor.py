@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,14 +29,15 @@ class Supervisor:
         self.others = set(descendants([os.getpid()]))  # children not started here
         become_subreaper()
 
-    def spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")
-        try:
-            proc = subprocess.Popen(argv, env=self.env(), stdin=subprocess.DEVNULL,
-                                    stdout=kwargs.pop("stdout", log), stderr=subprocess.STDOUT,
-                                    start_new_session=True, **kwargs)
-        finally:
-            log.close()
+    def spawn(self, name: str, argv: list[str], piped: bool = False) -> subprocess.Popen:
+        """Start `name`; its output goes to logs/<name>.log without Flower's colour codes
+        (a thread copies it line by line), or, `piped`, to the caller (proc.stdout)."""
+        proc = subprocess.Popen(argv, env=self.env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        if not piped:
+            threading.Thread(target=_copy_plain, args=(proc.stdout, self.logs / f"{name}.log"),
+                             daemon=True).start()
         self.procs[name] = proc
         return proc
 
@@ -81,6 +84,20 @@ class Supervisor:
             time.sleep(0.05)
         for proc in self.procs.values():
             proc.wait()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour and cursor codes (Flower colours its logs)
+
+
+def plain(line: str) -> str:
+    return ANSI.sub("", line)
+
+
+def _copy_plain(stream, path: Path) -> None:
+    with open(path, "a", encoding="utf-8") as log:
+        for raw in stream:
+            log.write(plain(raw.decode("utf-8", "replace")))
+            log.flush()
 
 
 def become_subreaper() -> None:
