@@ -27,12 +27,14 @@ ARGS ?=
 # SLURM job settings, e.g. SLURM_ARGS="--slurm-time 04:00:00 --slurm-partition gpu --slurm-cpus 2"
 SLURM_ARGS ?=
 
-BATCH_FLAGS = --backend $(BACKEND) --jobs $(JOBS) --seeds $(SEEDS) --name $(BATCH) \
+RUN_FLAGS = --backend $(BACKEND) --jobs $(JOBS) \
 	$(if $(ROUNDS),--set rounds=$(ROUNDS)) $(foreach s,$(SET),--set $(s)) $(if $(FORCE),--force) $(SLURM_ARGS) \
 	$(if $(RESULTS),--results_dir $(RESULTS))
+BATCH_FLAGS = --seeds $(SEEDS) --name $(BATCH) $(RUN_FLAGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-deps ablations width-study reproduce analysis report report-pdf pdf-deps lab bench \
+.PHONY: help venv run test test-deps ablations width-study width-study-early horizon reproduce analysis \
+	report report-pdf pdf-deps lab bench \
 	notebooks \
 	strip-notebooks deploy
 
@@ -41,6 +43,8 @@ help:
 	@echo "  make run          default hybrid experiment through papermill + its HTML report"
 	@echo "  make test         the test suite (real MNIST: set FEDPRUNE_DATA_ROOT)"
 	@echo "  make ablations    every params/ablations/*.yaml (ROUNDS= SEEDS= JOBS= FORCE=1 BACKEND=)"
+	@echo "  make horizon      FedAvg on the default federation until its tail accuracy stops rising"
+	@echo "  make width-study  the width study at that horizon (5 seeds for the rows that decide)"
 	@echo "  make reproduce    a published table rerun: PAPER=mcmahan|heterofl|heterofl_mnist|fjord (params/reproduce/<paper>/)"
 	@echo "  make analysis     dissertation figures and tables into results/analysis/"
 	@echo "  make report       HTML reports of the analysis and every run notebook"
@@ -50,23 +54,28 @@ help:
 	@echo "  make notebooks    regenerate the notebooks and the READMEs' parameter table from the config"
 	@echo "  make deploy       the experiment on a Flower deployment: SuperLink + NODES=4 SuperNodes here"
 
+# Quiet pip (its location warnings and setuptools' editable-install banner are noise to a
+# user), with one line first saying what the minutes of silence are.
+PIP = PYTHONWARNINGS=ignore $(PY) -m pip install -q
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q -e '.[notebooks,dask,dev,flower]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, torchvision, papermill, fedprune_core"
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) \
+	@echo "setting up .venv (PyTorch and the suite's packages: about 2 minutes, once)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) -e '.[notebooks,dask,dev,flower]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import torch, torchvision, papermill, fedprune_core"
+	@$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) \
 		--display-name "FedPrune-Sparse (.venv)" > /dev/null
-	if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
+	@if [ -d .git ]; then $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
 		git config filter.nbstripout.extrakeys "metadata.language_info metadata.toc \
 		metadata.toc-autonumbering metadata.varInspector metadata.vscode metadata.jupytext \
 		cell.metadata.jp-MarkdownHeadingCollapsed cell.metadata.jupyter cell.metadata.editable \
 		cell.metadata.deletable cell.metadata.slideshow cell.metadata.trusted"; fi
-	mkdir -p $(VENV)/etc/jupyter && echo \
+	@mkdir -p $(VENV)/etc/jupyter && echo \
 		'{"ContentsManager": {"post_save_hook": "fedprune_core.tools.notebook.refresh_git_index"}}' \
 		> $(VENV)/etc/jupyter/jupyter_server_config.json
-	touch $(STAMP)
+	@touch $(STAMP)
+	@echo "set up: .venv is ready"
 
 venv: $(STAMP)
 
@@ -96,12 +105,33 @@ reproduce: $(STAMP)
 	$(PY) -c "from fedprune_core.analysis import write_reproduce; \
 		write_reproduce('$(or $(RESULTS),results)/$(BATCH)', paper='$(PAPER)')"
 
-# The width study (params/width_study/): FedAvg, the default hybrid, its width remedies and
-# sparsification alone on the default federation, 5 seeds; then its paired table.
-width-study: ABLATIONS = params/width_study/*.yaml
-width-study: BATCH = width_study
-width-study: SEEDS = 0 1 2 3 4
-width-study: ablations
+# The width study at FedAvg's horizon (README: "The width study"): params/width_study/converged/,
+# FedAvg and the candidates that decide the goal at 5 seeds, the other rows at 3, into
+# results/width_study/ (resumable: run it again and a killed study continues where it stopped);
+# then make analysis BATCH=width_study. Its early phase (20 rounds, 9 methods, 5 seeds):
+# make width-study-early.
+STUDY := params/width_study/converged
+STUDY_DECIDING := $(STUDY)/fedavg.yaml $(STUDY)/heterofl_mild.yaml $(STUDY)/hybrid_fjord.yaml
+STUDY_REST := $(filter-out $(STUDY_DECIDING),$(sort $(wildcard $(STUDY)/[!_]*.yaml)))
+
+width-study: $(STAMP)
+	$(PY) -m fedprune_core batch run --params $(STUDY_DECIDING) --seeds 0 1 2 3 4 \
+		--name width_study $(RUN_FLAGS)
+	$(PY) -m fedprune_core batch run --params $(STUDY_REST) --seeds 0 1 2 --name width_study \
+		$(RUN_FLAGS)
+
+width-study-early: ABLATIONS = params/width_study/early/*.yaml
+width-study-early: BATCH = width_study_early
+width-study-early: SEEDS = 0 1 2 3 4
+width-study-early: ablations
+
+# The study's horizon from FedAvg's curve: FedAvg (the study's file, seed 0) for ROUNDS (400)
+# rounds, then the first round after which its 10-round tail mean rose by less than 0.3 points
+# over 50 rounds (fedprune_core/analysis/horizon.py). About 2.5 hours on one core.
+horizon: $(STAMP)
+	$(PY) -m fedprune_core batch run --params $(STUDY)/fedavg.yaml --seeds 0 --name horizon \
+		$(RUN_FLAGS) $(if $(ROUNDS),,--set rounds=400)
+	$(PY) -m fedprune_core.analysis.horizon $(or $(RESULTS),results)/horizon/fedavg_s0
 
 # One comparison per batch: `make analysis BATCH=ablations BASELINE=FedAvg` analyses the runs in
 # results/<batch>/ alone, into results/<batch>/analysis/; without BATCH on the command line
@@ -155,7 +185,7 @@ PARAMS ?= params/default.yaml
 FLOWER_STAMP := $(VENV)/.flower-installed
 
 $(FLOWER_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[flower]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) -e '.[flower]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import flwr"
 	touch $(FLOWER_STAMP)
 

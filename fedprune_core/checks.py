@@ -72,6 +72,8 @@ def _check_ranges(cfg: ExperimentConfig, need) -> None:
     need(0.0 < cfg.data_fraction <= 1.0, "data_fraction", "a number in (0, 1]")
     need(cfg.qsgd_bucket >= 0, "qsgd_bucket", "an integer >= 0 (0 = one norm a tensor)")
     need(cfg.test_samples >= 0, "test_samples", "an integer >= 0 (0 = the whole test set)")
+    need(cfg.width_test_samples >= 0, "width_test_samples",
+         "an integer >= 0 (0 = the headline's test set)")
     need(cfg.capability_spread >= 0, "capability_spread", "a number >= 0")
     need(cfg.round_deadline_sec is None or cfg.round_deadline_sec > 0, "round_deadline_sec",
          "a number > 0, or null for the automatic deadline")

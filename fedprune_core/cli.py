@@ -67,12 +67,19 @@ def report(err: BaseException, run_dir: Optional[Path] = None) -> int:
 
 
 def cmd_run(args) -> int:
-    from .run.artifacts import default_run_name
+    # torch's import (seconds) only once the command line is known to be valid
+    from .data.loading import check_data
+    from .run.artifacts import default_run_name, finished_same
     from .run.loop import run_experiment
 
     cfg = config_from_args(args)  # validates before any data is touched
+    check_data(cfg.dataset, cfg.data_root)  # the inputs first, then the run folder
     if cfg.run_name is None:  # named here, so that an interruption can say what it left
         cfg = cfg.replace(run_name=default_run_name())
+    if finished_same(cfg) is not None:  # as make run, notebook and batches do
+        print(f"{Path(cfg.results_dir) / cfg.run_name} is already finished with these "
+              f"parameters; skipping it (--overwrite to redo it)")
+        return 0
     try:
         run_experiment(cfg)
     except (Exception, KeyboardInterrupt) as err:
@@ -81,6 +88,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_notebook(args) -> int:
+    from .data.loading import check_data
     from .run.artifacts import default_run_name
     from .tools.notebook import execute_experiment, finished_run
 
@@ -89,6 +97,7 @@ def cmd_notebook(args) -> int:
         from .tools.reports import pdf_timeout
 
         pdf_timeout()
+    check_data(cfg.dataset, cfg.data_root)  # the inputs first, then the run folder
     if cfg.run_name is None:  # named here, so that an interruption can say what it left
         cfg = cfg.replace(run_name=default_run_name())
     out = finished_run(cfg)  # a ConfigError if the finished run has other parameters

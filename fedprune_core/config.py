@@ -189,6 +189,10 @@ class ExperimentConfig:
     test_samples: int = _p(
         0, "Test images (a stratified, seeded subset) for every evaluation, the headline and "
            "each width's; 0 = the whole test set. Fewer make quick runs quicker.")
+    width_test_samples: int = _p(
+        2000, "Test images (a stratified, seeded subset of the headline's) on which each "
+              "deployed width, the full width included, is evaluated: a fifth of the cost of "
+              "the whole set for diagnostics; 0 = the headline's test set.")
     width_eval: str = _p(
         "tail", "Structured runs: the global model's accuracy at each width clients train "
         "(binned, at most 8) beside the full width: at the evaluations the tail accuracy "

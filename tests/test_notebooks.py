@@ -14,11 +14,11 @@ import nbformat
 import pytest
 
 from fedprune_core.checks import choices as allowed
-
-from fedprune_core.tools import explore
 from fedprune_core.config import ConfigError, ExperimentConfig
-from fedprune_core.tools.notebook import (EXPERIMENT_NOTEBOOK, execute_experiment,
-                                    notebook_parameters_cell, parameters_source)
+from fedprune_core.tools import explore
+from fedprune_core.tools.notebook import (CELL_PARAMETERS, EXPERIMENT_NOTEBOOK,
+                                          config_from_namespace, execute_experiment,
+                                          notebook_parameters_cell, parameters_source)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -45,9 +45,19 @@ def test_parameters_cell_is_generated_from_the_config():
 
     assert notebook_parameters_cell() == parameters_source()
     params = papermill.inspect_notebook(str(EXPERIMENT_NOTEBOOK))
-    assert list(params) == [f.name for f in FIELDS]
-    assert {name: p["default"] for name, p in params.items()} == {
-        f.name: repr(f.default) for f in FIELDS}
+    # a short cell: the params file and the parameters a study changes, each unset (None)
+    assert list(params) == ["params_file", *[f.name for f in FIELDS
+                                             if f.name in CELL_PARAMETERS]]
+    assert params["params_file"]["default"] == '"params/default.yaml"'
+    assert {p["default"] for name, p in params.items() if name != "params_file"} == {"None"}
+    lines = parameters_source().splitlines()
+    assert len(lines) <= 16 and max(map(len, lines)) <= 92
+    # unset: the params file's value; set: the cell's; papermill's injection (the CLI's whole
+    # config, params_file "") replaces both
+    ns = {"params_file": str(REPO / "params" / "smoke.yaml"), "rounds": None, "seed": 3}
+    cfg = config_from_namespace(ns)
+    assert (cfg.rounds, cfg.seed, cfg.run_name) == (2, 3, "smoke_test")
+    assert config_from_namespace({"params_file": "", "rounds": 7}).rounds == 7
 
 
 def test_committed_notebooks_carry_no_outputs():

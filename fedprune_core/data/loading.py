@@ -24,10 +24,13 @@ sample of a picked writer).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
+import io
 import os
 import pickle
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -58,19 +61,34 @@ def load_dataset(name: str, data_root: str | None = None) -> tuple[TensorDataset
         train, test = load_femnist(root, info.num_classes)
         files = {split: [folder] for split, folder in femnist_folders(root).items()}
     else:
-        files = dataset_files(info, root)
-        if any(_find(p) is None for paths in files.values() for p in paths):
-            _download(name, info, root, files)
-        missing = [str(p) for paths in files.values() for p in paths if _find(p) is None]
-        if missing:  # torchvision found an old processed/ cache and downloaded nothing
-            raise DataUnavailableError(
-                f"dataset {name!r} is not under {root}: missing {', '.join(missing)}; provide "
-                f"the files there, or point --data_root / ${DATA_ROOT_ENV} at a folder that "
-                f"holds them")
-        files = {split: [_find(p) for p in paths] for split, paths in files.items()}
+        files = check_data(name, data_root)
         train, test = (_read_split(name, info, paths) for paths in files.values())
     _check_loaded(name, info, train, test, files)
     return train, test
+
+
+def check_data(name: str, data_root: str | None = None) -> dict[str, list[Path]]:
+    """The dataset's files under the data root, downloaded there first if they are missing
+    (torchvision's datasets, when the machine is online); a DataUnavailableError naming the
+    root and the files if they cannot be had. Reads nothing: a command checks its inputs with
+    it before anything else (its run folder, a long import)."""
+    info = DATASETS[name]
+    root = resolve_data_root(data_root).resolve()
+    if info.source == "leaf":
+        folders = femnist_folders(root)
+        if not all(folder.is_dir() and any(folder.glob("*.json")) for folder in folders.values()):
+            load_femnist(root, info.num_classes)  # its error says where LEAF's files go
+        return {split: [folder] for split, folder in folders.items()}
+    files = dataset_files(info, root)
+    if any(_find(p) is None for paths in files.values() for p in paths):
+        _download(name, info, root, files)
+    missing = [str(p) for paths in files.values() for p in paths if _find(p) is None]
+    if missing:  # torchvision found an old processed/ cache and downloaded nothing
+        raise DataUnavailableError(
+            f"dataset {name!r} is not under {root}: missing {', '.join(missing)}; provide "
+            f"the files there, or point --data_root / ${DATA_ROOT_ENV} at a folder that "
+            f"holds them")
+    return {split: [_find(p) for p in paths] for split, paths in files.items()}
 
 
 def dataset_files(info: DatasetInfo, root: Path) -> dict[str, list[Path]]:
@@ -116,15 +134,17 @@ def _download(name: str, info: DatasetInfo, root: Path, files: dict[str, list[Pa
     # torchvision creates <root>/<Class>/raw before it looks for the files: a mistyped root
     # must not be left behind as an empty dataset tree.
     new_dir = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    noise = io.StringIO()  # torchvision prints every URL it tries and each failure
     try:
-        for split, paths in files.items():
-            if all(_find(p) is not None for p in paths):
-                continue  # one download often brings both splits (MNIST, CIFAR, EMNIST)
-            if info.torchvision_class == "SVHN":
-                cls(root=str(folder), split=split, download=True)
-            else:
-                extra = {"split": info.torchvision_split} if info.torchvision_split else {}
-                cls(root=str(root), train=split == "train", download=True, **extra)
+        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+            for split, paths in files.items():
+                if all(_find(p) is not None for p in paths):
+                    continue  # one download often brings both splits (MNIST, CIFAR, EMNIST)
+                if info.torchvision_class == "SVHN":
+                    cls(root=str(folder), split=split, download=True)
+                else:
+                    extra = {"split": info.torchvision_split} if info.torchvision_split else {}
+                    cls(root=str(root), train=split == "train", download=True, **extra)
     except BaseException as err:  # torchvision raises RuntimeError, URLError, OSError...
         if new_dir is not None:
             shutil.rmtree(new_dir, ignore_errors=True)
@@ -133,12 +153,19 @@ def _download(name: str, info: DatasetInfo, root: Path, files: dict[str, list[Pa
         missing = [str(p) for paths in files.values() for p in paths if _find(p) is None]
         raise DataUnavailableError(
             f"dataset {name!r} is not under {root} and could not be downloaded "
-            f"({type(err).__name__}: {str(err).strip()}). Missing: {', '.join(missing)}. On a "
-            f"connected machine torchvision downloads it there on first use; or provide the "
-            f"files there, or point --data_root / ${DATA_ROOT_ENV} at a folder that holds "
-            f"them.") from err
+            f"({_why_not(err)}); missing {', '.join(missing)}; allowed: the files there (on "
+            f"a connected machine torchvision downloads them on first use), or --data_root / "
+            f"${DATA_ROOT_ENV} naming a folder that holds them") from err
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def _why_not(err: Exception) -> str:
+    """One line for a failed download: the network's own words (torchvision's message lists
+    every mirror it tried, one line each), else the error's first line."""
+    text = str(err).strip()
+    reasons = re.findall(r"<urlopen error ([^>]*)>", text)
+    return reasons[-1] if reasons else f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _read_split(name: str, info: DatasetInfo, paths: list[Path]) -> TensorDataset:

@@ -81,8 +81,10 @@ def prepare_run_dir(cfg: ExperimentConfig) -> tuple[Path, bool]:
     if state != "new" and cfg.overwrite:
         _remove_artifacts(run_dir)
     elif state == "finished":
-        raise RunExistsError(f"{run_dir} already holds a finished run; pass --overwrite to "
-                             f"replace it, or choose another --run_name")
+        finished_same(cfg)  # other parameters: the error names them
+        raise RunExistsError(f"{run_dir} already holds this finished run (the same "
+                             f"parameters); pass --overwrite to redo it, or choose another "
+                             f"--run_name")
     elif state == "interrupted" and cfg.resume:
         resume = True
     elif state == "interrupted":
@@ -159,6 +161,24 @@ def remove_stub(run_dir: Path) -> bool:
         return False
     _remove_artifacts(run_dir)
     return True
+
+
+def finished_same(cfg: ExperimentConfig) -> Optional[Path]:
+    """The run folder of `cfg` if it holds this very run, finished (every route then skips
+    it: nothing to do); None if the run is still to be done (or `overwrite` redoes it). A
+    finished run with other parameters is a RunExistsError naming them: skipping it would pass
+    off its numbers as these parameters'."""
+    if cfg.run_name is None or cfg.overwrite:
+        return None
+    run_dir = Path(cfg.results_dir) / cfg.run_name
+    if run_state(run_dir) != "finished":
+        return None
+    changed = saved_differences(cfg, run_dir)
+    if changed:
+        raise RunExistsError(f"run_name: {run_dir} holds a finished run with other parameters: "
+                             f"{', '.join(changed)}; allowed: the same parameters, --overwrite "
+                             f"(make run FORCE=1) to replace it, or another --run_name")
+    return run_dir
 
 
 def saved_differences(cfg: ExperimentConfig, run_dir: Path) -> list[str]:

@@ -46,6 +46,7 @@ class Federation:
     full_round_times: np.ndarray  # simulated seconds of a full-model round, per client
     setup: RoundSetup
     width_bins: list  # (ratio, clients) of each deployed width (run/widths.py)
+    width_test: TensorDataset  # the test images each width is evaluated on (run/widths.py)
 
     @property
     def deadline(self) -> float:
@@ -89,12 +90,15 @@ def build_federation(cfg: ExperimentConfig) -> Federation:
     full_times = round_times(profiles, samples, layout.spec.train_flops_per_sample(),
                              layout.size, cfg)
     setup = build_setup(cfg, layout, deadline)
-    test = _test_subset(test, cfg)
-    test = EvalSet(test.images.to(device), test.labels.to(device),
-                   norm_data=_norm_data(cfg, layout, client_data))
+    test = _test_subset(test, cfg.test_samples, cfg.seed)
+    norm_data = _norm_data(cfg, layout, client_data)
+    test = EvalSet(test.images.to(device), test.labels.to(device), norm_data=norm_data)
+    widths = _test_subset(test, cfg.width_test_samples, cfg.seed)
+    width_test = test if widths is test else EvalSet(widths.images, widths.labels,
+                                                      norm_data=norm_data)
     return Federation(cfg, client_data, test, class_counts(train.labels, parts, info.num_classes),
                       layout, profiles, full_times, setup,
-                      _deployed_widths(cfg, setup, full_times))
+                      _deployed_widths(cfg, setup, full_times), width_test)
 
 
 def build_setup(cfg: ExperimentConfig, layout: ParamLayout, deadline: float) -> RoundSetup:
@@ -113,11 +117,11 @@ def build_setup(cfg: ExperimentConfig, layout: ParamLayout, deadline: float) -> 
         engine=cfg.engine, workers=resolve_threads(cfg.num_threads))
 
 
-def _test_subset(test: TensorDataset, cfg: ExperimentConfig) -> TensorDataset:
-    """`test_samples` of the test set, stratified and seeded (all of it for 0)."""
-    if cfg.test_samples == 0 or cfg.test_samples >= len(test):
+def _test_subset(test: TensorDataset, samples: int, seed: int) -> TensorDataset:
+    """`samples` of the test set, stratified and seeded (the set itself for 0 or more)."""
+    if samples == 0 or samples >= len(test):
         return test
-    keep = subsample(test.labels, cfg.test_samples / len(test), cfg.seed)
+    keep = subsample(test.labels, samples / len(test), seed).to(test.labels.device)
     return TensorDataset(test.images[keep], test.labels[keep])
 
 

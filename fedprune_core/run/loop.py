@@ -69,8 +69,9 @@ def run_experiment(cfg: ExperimentConfig,
             return _run(cfg, run_dir, saved, log, on_round_end, updates)
         except KeyboardInterrupt as err:
             how = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
+            # run.log's record; the command that stops says so in its own one line
             log.error(f"{how}. The checkpoint of the last finished round is kept: continue "
-                      "with --resume (resume=True).")
+                      "with --resume (resume=True).", extra={"client": True})
             raise
         except DivergenceError as err:
             message = str(err)
@@ -120,6 +121,7 @@ def _run(cfg, run_dir, saved, log, on_round_end, updates) -> RunResult:
         row["wall_time_sec"] = time.perf_counter() - round_start
         row["elapsed_sec"] = elapsed_before + time.perf_counter() - wall_start
         history.add(row, rows, diagnostics, width_rows)
+        progress.round_ending()  # a terminal's live bar gives way to the round's line
         _log_round(log, cfg, row, rows)
         history.write(run_dir)
         # the checkpoint holds the global state and the clients this round changed; only then

@@ -49,8 +49,8 @@ def evaluate_round(fed: Federation, r: int, state: ServerState
     width_rows = []
     if r in widths.evaluation_rounds(cfg.rounds, cfg.eval_every, cfg.tail_rounds,
                                      cfg.width_eval):
-        width_rows = widths.width_rows(r, state, fed.setup, fed.width_bins, fed.test,
-                                       fed.setup.info, cfg.eval_batch_size, ev)
+        width_rows = widths.width_rows(r, state, fed.setup, fed.width_bins, fed.width_test,
+                                       fed.setup.info, cfg.eval_batch_size, ev, fed.test)
     return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "eval_time_sec": eval_time,
             "diagnostic_time_sec": time.perf_counter() - start}, \
         diagnostics.class_rows(r, ev), width_rows

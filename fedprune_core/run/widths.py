@@ -1,6 +1,7 @@
-"""Accuracy at every deployed width: the global model at each width its clients train, on the
-same test set and with the same treatment of never-trained units (zero) as the full-width
-headline.
+"""Accuracy at every deployed width: the global model at each width its clients train, on one
+test set (`width_test_samples` of the headline's: a stratified, seeded 2,000 by default, a fifth
+of the whole set's cost; the whole set with 0), the full width on it too, and with the same
+treatment of never-trained units (zero) as the full-width headline.
 
 A heterogeneous federation deploys many widths; the server holds the full-width model, which no
 client may train whole (with adaptive ratios the widest client keeps 90% here). So each
@@ -49,15 +50,19 @@ def evaluation_rounds(rounds: int, eval_every: int, tail_rounds: int, mode: str)
 
 
 def width_rows(r: int, state: ServerState, setup, bins: list[tuple[float, int]], test, info,
-               batch_size: int, full_eval) -> list[dict]:
-    """Round r's rows: the full width (its evaluation `full_eval`, already done) and the
-    sub-model a client of each bin's ratio would start from next round."""
-    layout = setup.layout
+               batch_size: int, full_eval, headline_test=None) -> list[dict]:
+    """Round r's rows on `test`: the full width and the sub-model a client of each bin's ratio
+    would start from next round. The full width is the headline's evaluation `full_eval` when
+    `test` is the headline's set (`headline_test`), and always without sub-models (its one
+    row)."""
+    layout, structured = setup.layout, setup.extractor.kind == "structured"
+    params = state.evaluated_params()
+    if structured and test is not headline_test:
+        full_eval = evaluate(params, layout.spec, test, info, batch_size, setup.workers)
     rows = [_row(r, 0.0, 1.0, layout.spec.train_flops_per_sample(), 0, full_eval)]
-    if setup.extractor.kind != "structured":
+    if not structured:
         return rows
     planner = setup.extractor.for_round(layout, state.params, r + 1)
-    params = state.evaluated_params()
     for ratio, clients in bins:
         plan = planner.plan(ratio)
         ev = evaluate(params[plan.coords], plan.spec, test, info, batch_size, setup.workers)

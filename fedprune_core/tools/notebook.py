@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ..checks import choices
-from ..config import ConfigError, ExperimentConfig
+from ..config import ExperimentConfig
+from ..run.progress import LiveLines
 
 # The run-folder helpers (run.artifacts) import torch: imported where used, so this module
 # stays light for the Jupyter server that loads its save hook (refresh_git_index).
@@ -30,23 +30,32 @@ KERNEL = "python3"  # inside the venv this kernel is the venv's own interpreter
 OUTPUT_NAME = "experiment.ipynb"
 
 
+# The parameters a study changes, in the notebook's short parameters cell (with a params file);
+# every other field of ExperimentConfig can be passed as well (papermill -p NAME VALUE).
+CELL_PARAMETERS = ("method", "rounds", "seed", "dataset", "model", "pruning_mode",
+                   "pruning_ratio", "sparsify_method", "sparsity_ratio", "run_name", "resume")
+
+
 def parameters_source() -> str:
-    """The experiment notebook's `parameters` cell: every field, its default, its help."""
-    lines = ["# Parameters: generated from fedprune_core.config.ExperimentConfig",
-             "# (make notebooks). papermill overrides them."]
+    """The experiment notebook's `parameters` cell: a params file and the parameters a study
+    changes, each None (= the params file's value, else ExperimentConfig's default)."""
+    lines = ["# Parameters (papermill overrides them). None = the params file's value, else the",
+             "# default. Any other parameter can be given too (python -m fedprune_core run --help",
+             "# lists them all); `python -m fedprune_core notebook --params FILE` runs this.",
+             'params_file = "params/default.yaml"  # a YAML file of parameters ("": none)']
     for f in dataclasses.fields(ExperimentConfig):
-        help_text = f.metadata["help"]
-        if choices(f):
-            help_text += f" One of: {', '.join(repr(c) for c in choices(f))}."
-        # help above the line: papermill's parser rejects some trailing comments
-        lines += [f"# {help_text}", f"{f.name} = {f.default!r}"]
+        if f.name in CELL_PARAMETERS:
+            lines.append(f"{f.name} = None  # default {f.default!r}")
     return "\n".join(lines)
 
 
 def config_from_namespace(namespace: dict[str, Any]) -> ExperimentConfig:
-    """The notebook's config from its variables (after papermill injected its own)."""
-    names = [f.name for f in dataclasses.fields(ExperimentConfig)]
-    return ExperimentConfig.from_dict({name: namespace[name] for name in names})
+    """The notebook's config from its variables (after papermill injected its own): the params
+    file, then every parameter the namespace sets (None: not set)."""
+    given = {f.name: namespace[f.name] for f in dataclasses.fields(ExperimentConfig)
+             if namespace.get(f.name) is not None}
+    files = [namespace["params_file"]] if namespace.get("params_file") else []
+    return ExperimentConfig.from_yaml(*files, overrides=given)
 
 
 def notebook_parameters_cell(path: Path = EXPERIMENT_NOTEBOOK) -> str:
@@ -69,21 +78,11 @@ def output_path(cfg: ExperimentConfig) -> Path:
 
 def finished_run(cfg: ExperimentConfig) -> Optional[Path]:
     """The executed notebook of `cfg`'s finished run, if its folder already holds exactly this
-    run (nothing to do); None if the run is to be done. A finished run with other parameters
-    is an error naming them: skipping it would pass off its numbers as these parameters'."""
-    from ..run.artifacts import run_state, saved_differences
+    run (nothing to do); None if the run is to be done; a RunExistsError naming the parameters
+    if it holds a finished run with others (run.artifacts.finished_same)."""
+    from ..run.artifacts import finished_same  # torch: only when a run is at hand
 
-    if cfg.run_name is None or cfg.overwrite:
-        return None
-    run_dir = Path(cfg.results_dir) / cfg.run_name
-    if run_state(run_dir) != "finished":
-        return None
-    changed = saved_differences(cfg, run_dir)
-    if changed:
-        raise ConfigError(f"run_name: {run_dir} holds a finished run with other parameters: "
-                          f"{', '.join(changed)}; allowed: the same parameters, --overwrite "
-                          f"(make run FORCE=1) to replace it, or another --run_name")
-    return output_path(cfg)
+    return None if finished_same(cfg) is None else output_path(cfg)
 
 
 @contextlib.contextmanager
@@ -153,14 +152,20 @@ def execute_experiment(cfg: ExperimentConfig, *, notebook: Path = EXPERIMENT_NOT
             refuse_valuable(run_dir)
         refuse_links(run_dir)  # experiment.ipynb among them
         # Under papermill a widget bar would be saved frozen at 0%: use the text bar.
-        parameters = {**cfg.to_dict(), "progress": "off" if cfg.progress == "off" else "text"}
+        parameters = {**cfg.to_dict(), "params_file": "",  # the config says everything
+                      "progress": "off" if cfg.progress == "off" else "text"}
         out = output_path(cfg)
         saved_owner = os.environ.get(OWNER_ENV)
         os.environ[OWNER_ENV] = str(os.getpid())  # the kernel papermill starts inherits it
         try:
-            streams = ({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output
-                       else {})
-            execute_quietly(notebook, out, parameters, kernel=kernel, cwd=cwd, **streams)
+            # on a terminal the kernel's client-update lines become one live bar per round
+            live = LiveLines(sys.stdout) if log_output else None
+            streams = {"stdout_file": live, "stderr_file": sys.stderr} if live else {}
+            try:
+                execute_quietly(notebook, out, parameters, kernel=kernel, cwd=cwd, **streams)
+            finally:
+                if live is not None:
+                    live.close()
         finally:
             if saved_owner is None:
                 os.environ.pop(OWNER_ENV, None)
