@@ -152,8 +152,12 @@ is done by `fedprune_core.analysis`; this notebook calls it and shows what it wr
 * Tables give **mean ± 95% confidence interval over seeds** (Student-t); one seed: the mean.
   Figures shade `bands`: `auto` draws ±1 standard deviation below four seeds (a 95% interval over
   two seeds is ±12.7 standard deviations), the 95% interval from four.
-* Every method keeps one colour, marker and line style in every figure; legends use short
-  labels, the legend key at the end maps them to the full labels of the tables.
+* Every method keeps one colour, marker and line style in every figure; legends and the
+  printed tables use short labels, the legend key at the end maps them to the full labels (the
+  CSV files keep those).
+* Marks in the tables: † a tail accuracy that averages warm-up rounds (more than half of the
+  run's evaluated rounds: a short run), ‡ fewer than 3 seeds; a footnote under each table and
+  the notes below say which.
 * Runs of different lengths are drawn against rounds in a panel per length.
 
 From the repository root: `make analysis BATCH=ablations BASELINE=FedAvg`, or
@@ -190,7 +194,7 @@ notes = ("".join(f"- {note}\\n" for note in outputs["notes"])
          or "- Every run was read; none was set apart.\\n")
 shown = {"ci95": "95% CI over seeds", "std": "±1 SD over seeds", "none": "none"}[outputs["bands"]]
 display(Markdown(f"**Runs:** `{results_dir / (batch or '')}` &nbsp; **Baseline:** {baseline} "
-                 f"&nbsp; **Bands:** {shown}\\n\\n**Notes on the runs read**\\n\\n{notes}\\n"
+                 f"&nbsp; **Bands:** {shown}\\n\\n**Notes on the runs**\\n\\n{notes}\\n"
                  f"Tables and figures: `{outputs['out_dir']}`"))"""),
     ("md", """## Experiments compared
 
@@ -209,13 +213,18 @@ better. Compare methods of the same run length only."""),
     ("code", 'show_figure("tail_vs_flops", "Tail accuracy of each method against its client GFLOP")'),
     ("md", """## Paired differences from the baseline
 
-Seeds share their random numbers across methods, so each seed's difference from the baseline
-cancels much of its luck: the paired interval is far narrower than the unpaired one."""),
-    ("code", 'show_table("paired")'),
+Runs of one seed share their random numbers across methods, so a seed's difference from the
+baseline can cancel the luck the seed brings to both: the paired interval is taken over those
+differences, the unpaired one treats the two methods' seeds as independent. Under the table:
+what these runs show."""),
+    ("code", """show_table("paired")
+if "paired" in outputs["readings"]:
+    display(Markdown(analysis.tables.markdown_escape(outputs["readings"]["paired"])))"""),
     ("md", """## Accuracy per round
 
 Mean test accuracy over seeds against the round, with its band; the dashed line is the target
-accuracy. A panel per run length when the runs differ in length."""),
+accuracy, drawn when it lies near the curves (the legend says when it is off the axis). A panel
+per run length when the runs differ in length."""),
     ("code", 'show_figure("accuracy_vs_round", "Test accuracy of each method against the round")'),
     ("md", """## Accuracy per megabyte sent, and per GFLOP trained
 
@@ -244,7 +253,8 @@ Every finished run, one row each (`runs.csv` has the full names and digits).""")
     ("code", 'show_table("runs")'),
     ("md", """## Legend key
 
-Each figure's short label, its style, and the full label the tables use."""),
+Each short label (figures and printed tables), its style in the figures, and the full label
+the CSV files use."""),
     ("code", 'show_table("legend")'),
     ("md", """## Files
 

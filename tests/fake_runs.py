@@ -143,7 +143,8 @@ def _summary(name: str, label: str, seed: int, metrics: pd.DataFrame) -> dict:
             "compression_x_trained": dense_mb / uplink_mb * (gflops / dense_gflops),
             "client_train_gflops_per_update": gflops / len(metrics) / CLIENTS_PER_ROUND,
             "pruning_ratio_mean": float(metrics["avg_pruning_ratio"].mean()),
-            "tail_rounds": int(min(5, acc.notna().sum())),
+            "tail_rounds": int(min(5, acc.notna().sum())), "tail_rounds_asked": 5,
+            "tail_shorter_than_asked": bool(acc.notna().sum() < 5),
             "wall_time_sec": float(last["elapsed_sec"]),
             "simulated_time_sec": float(last["cumulative_simulated_time_sec"]),
             "artifacts": {"metrics": "metrics.csv", "summary": "summary.json"}}

@@ -1,6 +1,6 @@
-"""Reading a printed report back, page by page (poppler-utils: pdftotext, pdftoppm, pdfimages),
-for the PDF route's promises: wide tables whole, figures not split, headings with what follows,
-no blank page."""
+"""Reading a printed report back, page by page (poppler-utils: pdftotext, pdftoppm, pdfimages,
+pdftohtml, pdfinfo), for the PDF route's promises: wide tables whole, type no smaller than 8 pt,
+figures not split, headings with what follows, no blank page."""
 
 from __future__ import annotations
 
@@ -55,3 +55,32 @@ def headings_ending_a_page(pages: list[str], headings: list[str]) -> list[str]:
         if lines and lines[-1] in headings:
             ending.append(lines[-1])
     return ending
+
+
+def font_sizes(pdf: Path) -> list[tuple[int, int, str]]:
+    """(page, size, text) of every piece of text printed, the size in whole points rounded
+    down as pdftohtml -xml gives it (at zoom 1: points on the page)."""
+    import re
+    from html import unescape
+
+    out = subprocess.run(["pdftohtml", "-xml", "-i", "-zoom", "1", "-stdout", str(pdf)],
+                         capture_output=True, text=True, check=True).stdout
+    sizes, found, page = {}, [], 0
+    for line in out.splitlines():
+        if line.startswith("<page "):
+            page = int(re.search(r'number="(\d+)"', line)[1])
+        elif (spec := re.search(r'<fontspec id="(\d+)" size="(-?\d+)"', line)):
+            sizes[spec[1]] = int(spec[2])
+        elif (text := re.match(r'<text [^>]*font="(\d+)"[^>]*>(.*)</text>', line)):
+            found.append((page, sizes[text[1]], unescape(re.sub(r"<[^>]+>", "", text[2]))))
+    return found
+
+
+def page_sizes(pdf: Path) -> list[tuple[float, float]]:
+    """(width, height) of each page in points (pdfinfo)."""
+    import re
+
+    info = subprocess.run(["pdfinfo", "-f", "1", "-l", "100000", str(pdf)], capture_output=True,
+                          text=True, check=True).stdout
+    return [(float(w), float(h)) for w, h in
+            re.findall(r"Page\s+\d+ size:\s+([\d.]+) x ([\d.]+) pts", info)]

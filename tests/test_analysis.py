@@ -170,6 +170,9 @@ def test_method_table_matches_hand_computed_values(runs):
     assert (fedavg["Compression (×)"], hybrid["Compression (×)"]) == ("1.0", "10.0")
     assert (fedavg["FLOP saving (%)"], hybrid["FLOP saving (%)"]) == ("0.0", "40.0")
     assert (fedavg["Wall time (s)"], hybrid["Wall time (s)"]) == ("11.0", "6.5")
+    # every tail averages all 4 evaluated rounds (a warm-up tail), and 2 seeds is fewer than 3
+    assert list(table["Tail includes warm-up"]) == [True, True]
+    assert list(table["Fewer than 3 seeds"]) == [True, True]
 
 
 def test_one_seed_shows_the_mean_without_an_interval(tmp_path):
@@ -327,6 +330,44 @@ def test_the_analysis_pdf_keeps_every_column_and_leaves_no_page_blank(analysed_n
     assert len(pages) <= 9, len(pages)
 
 
+def test_the_analysis_pdf_prints_its_tables_in_8_point_type_and_their_marks(analysed_notebook):
+    """On A4 the methods and runs tables shrank to 5 pt and their headers broke mid-word
+    ("Se/ed/s", "Compr/ession"); the tables were not flagged. Read back from the PDF: no text
+    under 8 pt, the two wide tables on landscape pages, header words whole, each method's row
+    with its short label and marks, the footnotes and the paired reading under their tables."""
+    from fedprune_core.analysis.tables import FOOTNOTES
+    from pdf_checks import font_sizes, page_sizes, pages_text
+
+    _, _, pdf = analysed_notebook
+    if pdf is None:
+        pytest.skip("needs headless Chromium (make pdf-deps)")
+    assert min(size for _, size, _ in font_sizes(pdf)) >= 8
+    pages, sizes = pages_text(pdf), page_sizes(pdf)
+    landscape = [i for i, (width, height) in enumerate(sizes) if width > height]
+    assert landscape == [i for i, text in enumerate(pages)
+                         if "Experiments compared" in text or "Every finished run" in text]
+    methods = pages[landscape[0]]
+    words = {w for line in methods.splitlines() for w in line.split()}
+    out_dir = pdf.parent
+    header, _, _ = _md_table(out_dir / "methods.md")
+    for word in (w for name in header for w in re.split(r"(?<=-)|\s+", name) if w):
+        assert word in words, word  # "Seeds", "Compression", ... each printed whole
+    assert re.search(r"^FedAvg\s+2 ‡ 80\.69 ± 15\.09 † 93\.00 ± 12\.71\s+93\.00 ± 12\.71\s+"
+                     r"4\.5 ± 6\.4 \(2/2\)\s+4\.00\s+1\.0\s+1\.0\s+0\.00\s+0\.50\s+0\.0\s+11\.0$",
+                     methods, re.M), methods
+    assert re.search(r"^Hybrid\(struct\+topk(\s+0\.9\))?\s+2 ‡ 71\.62 ± 36\.53 †", methods,
+                     re.M)
+    flat = " ".join(" ".join(pages).split())
+    assert flat.count(FOOTNOTES["†"]) == 3  # under the methods, paired and runs tables
+    assert flat.count(FOOTNOTES["‡"]) == 2  # the runs table has no seeds column
+    runs = analysis.load_runs(pdf.parents[1])
+    reading = analysis.paired_reading(analysis.paired_table(runs, "FedAvg"),
+                                      analysis.label_aliases(runs.summaries))
+    assert reading.startswith("Over the seeds each method shares with FedAvg, the paired 95% "
+                              "interval is narrower than the unpaired one for 1 of 1 methods")
+    assert reading in flat and "far narrower" not in flat
+
+
 # ---------------------------------------------------------------- run folders not to be believed
 
 def test_a_config_edited_after_the_run_is_skipped(results):
@@ -422,7 +463,11 @@ def batch(tmp_path_factory):
 def test_analysis_of_a_batch_sees_only_its_runs(batch):
     results, _, outputs = batch
     assert outputs["out_dir"] == results / "ablations" / "analysis"
-    assert outputs["notes"] == []  # no stray run split FedAvg into experiments
+    # no stray run split FedAvg into experiments; 20 rounds, a tail of 5: no warm-up; 2 seeds
+    assert outputs["notes"] == [
+        'Fewer than 3 seeds (marked ‡ in the tables): every experiment (12) has 2 seeds. A 95% '
+        'interval over 2 seeds is ±12.71 standard errors and over 1 there is none: run 3 seeds '
+        'or more (SEEDS="0 1 2") before comparing methods.']
     runs = (outputs["out_dir"] / "runs.csv").read_text().splitlines()[1:]
     assert len(runs) == 12 * 2 and all(row.startswith("m") for row in runs)
     methods = (outputs["out_dir"] / "methods.csv").read_text()
@@ -469,6 +514,14 @@ def test_legends_use_short_labels_and_tables_the_full_ones(batch):
     assert "Hybrid(structured 0.4 adaptive + cost_weighted 0.95 no-EF)" in legend
     assert "Hybrid(structured 0.4 adaptive + cost_weighted 0.95 no-EF)" in \
         (outputs["out_dir"] / "methods.csv").read_text()
+    # the printed tables name each method by its short label, the legend key by both
+    for name in ("methods", "runs", "paired"):
+        _, rows, _ = _md_table(outputs["out_dir"] / f"{name}.md")
+        column = 1 if name == "runs" else 0
+        assert {row[column] for row in rows} <= {a.replace("\n", " ") for a in aliases.values()}
+    legend = dict((row[0], row[2]) for row in _md_table(outputs["out_dir"] / "legend.md")[1])
+    assert legend["Hybrid(struct 0.4 adapt + cw 0.95 no-EF)"] == \
+        "Hybrid(structured 0.4 adaptive + cost_weighted 0.95 no-EF)"
 
 
 def test_bands_read_at_the_seeds_there_are(batch, results):
@@ -505,6 +558,8 @@ def test_figure_legends_name_every_line_and_stay_inside_the_canvas(batch):
     texts = _legend_inside(fig)
     assert set(aliases.values()) <= set(texts)
     assert "target 90%" in texts and "band: ±1 SD over seeds" in texts
+    assert all(any(list(line.get_ydata()) == [90.0, 90.0] for line in ax.get_lines())
+               for ax in fig.axes if ax.get_visible())  # near the curves: drawn
     fig = analysis.tail_figure(runs, "total_uplink_mb", "Total uplink per run", "MB")
     assert set(aliases.values()) == set(_legend_inside(fig))
 
@@ -531,3 +586,230 @@ def test_runs_of_different_lengths_get_a_panel_each(batch):
     panels = {ax.get_title(): ax.get_xlim() for ax in fig.axes if ax.get_visible()}
     assert panels == {"3-round runs": (0.5, 3.5), "4-round runs": (0.5, 4.5),
                       "20-round runs": (0.5, 20.5)}
+
+
+# ---------------------------------------------------------------- what a table cannot be read for
+
+SHORT_METHODS = {k: BATCH_METHODS[k] for k in
+                 ("FedAvg", "Sparsify(topk 0.9)",
+                  "Hybrid(structured 0.4 adaptive + cost_weighted 0.95)")}
+SHORT_LABELS = ["FedAvg", "Sparsify(topk 0.9)", "Hybrid(struct 0.4 adapt + cw 0.95)"]
+WARMUP_NOTE = ("Tail includes warm-up rounds (marked † in the tables): 6 of 6 runs, in every "
+               "experiment (3), average all 3 of their evaluated rounds (tail_rounds = 5). A tail "
+               "is marked when it averages more than half of the run's evaluated rounds: it is not "
+               "a plateau, so compare these runs only with runs of the same length, or run more "
+               "rounds.")
+SEEDS_NOTE = ('Fewer than 3 seeds (marked ‡ in the tables): every experiment (3) has 2 seeds. A '
+              '95% interval over 2 seeds is ±12.71 standard errors and over 1 there is none: run '
+              '3 seeds or more (SEEDS="0 1 2") before comparing methods.')
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):
+    """`make ablations ROUNDS=3` at 2 seeds: each tail (tail_rounds 5) averages rounds 1-3.
+    (results/short, its runs, its analysis)."""
+    results = tmp_path_factory.mktemp("short") / "results"
+    make_fake_batch(results, "short", seeds=(0, 1), rounds=3, methods=SHORT_METHODS)
+    return results, analysis.load_runs(results / "short"), analysis.analyze(results,
+                                                                            batch="short")
+
+
+def _md_table(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
+    """A Markdown table read back: its header cells, its rows' cells (escapes undone), and the
+    other non-empty lines (the footnotes under it)."""
+    lines = path.read_text().splitlines()
+    table = [line for line in lines if line.startswith("|")]
+
+    def cells(line: str) -> list[str]:
+        return [re.sub(r"\\(.)", r"\1", c.strip()) for c in line.strip("|").split(" | ")]
+    return (cells(table[0]), [cells(line) for line in table[2:]],
+            [line for line in lines if line and not line.startswith("|")])
+
+
+def test_the_warmup_rule_is_a_tail_longer_than_half_the_evaluated_rounds():
+    assert analysis.tail_includes_warmup(3, 3)  # a 3-round run: rounds 1-3, round 1 included
+    assert analysis.tail_includes_warmup(5, 9)  # rounds 5-9 of 9: reaches into the first half
+    assert not analysis.tail_includes_warmup(5, 10)  # rounds 6-10 of 10
+    assert not analysis.tail_includes_warmup(5, 200)
+    assert not analysis.tail_includes_warmup(None, 3)  # a summary without tail_rounds
+
+
+def test_a_short_run_and_two_seeds_are_said_in_the_notes(short):
+    """ROUNDS=3: the notes said every run was read, none set apart; now two lines say what the
+    tables mark, in notes.md too."""
+    _, runs, outputs = short
+    assert list(runs.summaries["evaluated_rounds"]) == [3] * 6
+    assert outputs["notes"] == [WARMUP_NOTE, SEEDS_NOTE]
+    assert (outputs["out_dir"] / "notes.md").read_text() == f"- {WARMUP_NOTE}\n- {SEEDS_NOTE}\n"
+
+
+def test_the_marks_and_their_footnotes_are_in_the_printed_tables(short):
+    from fedprune_core.analysis.tables import FOOTNOTES, markdown_escape
+
+    _, _, outputs = short
+    out = outputs["out_dir"]
+    header, rows, rest = _md_table(out / "methods.md")
+    assert header[:3] == ["Method", "Seeds", "Tail acc. (%)"]
+    assert [row[0] for row in rows] == SHORT_LABELS  # short labels in the printed table
+    assert [row[1] for row in rows] == ["2 ‡"] * 3
+    assert [row[2] for row in rows] == ["35.31 ± 3.62 †", "34.36 ± 3.62 †",
+                                        "33.41 ± 3.66 †"]
+    assert [row[3] for row in rows] == ["49.94 ± 5.02", "48.61 ± 5.02", "47.30 ± 5.08"]
+    assert rest == [markdown_escape(FOOTNOTES["†"]), markdown_escape(FOOTNOTES["‡"])]
+    assert rest[0].startswith("† Tail includes warm-up rounds: it averages more than half of "
+                              "the run's evaluated rounds")
+    tex = (out / "methods.tex").read_text().splitlines()
+    assert tex[4] == (r"FedAvg & 2$^{\ddagger}$ & 35.31 $\pm$ 3.62$^{\dagger}$ & 49.94 $\pm$ "
+                      r"5.02 & 49.94 $\pm$ 5.02 & not reached (0/2) & 2.40 & 1.0 & 1.0 & 0.00 "
+                      r"& 0.50 & 0.0 & 9.0 \\")
+    assert tex[tex.index(r"\end{tabular}") + 1:] == [
+        r"\par\smallskip{\footnotesize",
+        r"$^{\dagger}$ Tail includes warm-up rounds: it averages more than half of the run's "
+        r"evaluated rounds (every one, round 1 included, when the run evaluated no more than "
+        r"tail\_rounds), so it is not a plateau; compare it only with runs of the same "
+        r"length.\par",
+        r"$^{\ddagger}$ Fewer than 3 seeds: a 95\% interval over 2 seeds is $\pm$12.71 "
+        r"standard errors, over 1 there is none; too few to tell methods apart.\par", "}"]
+    csv = pd.read_csv(out / "methods.csv")  # the full labels and the flags as columns
+    assert list(csv["Method"]) == list(SHORT_METHODS)
+    assert csv["Tail includes warm-up"].all() and csv["Fewer than 3 seeds"].all()
+    assert not csv["Tail acc. (%)"].str.contains("†").any()
+    _, rows, rest = _md_table(out / "paired.md")  # the difference and the shared seeds
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        ("Sparsify(topk 0.9)", "-0.95 ± 0.00 †", "2 ‡"),
+        ("Hybrid(struct 0.4 adapt + cw 0.95)", "-1.90 ± 0.04 †", "2 ‡")]
+    assert len(rest) == 2
+    header, rows, rest = _md_table(out / "runs.md")  # each run's tail
+    assert [row[header.index("Tail acc. (%)")] for row in rows][:2] == ["35.03 †", "35.60 †"]
+    assert rest == [markdown_escape(FOOTNOTES["†"])]
+    runs_csv = pd.read_csv(out / "runs.csv")
+    assert list(runs_csv[["tail_rounds", "evaluated_rounds"]].iloc[0]) == [3, 3]
+    assert runs_csv["tail_warmup"].all()
+
+
+def test_long_runs_over_three_seeds_are_not_marked(tmp_path):
+    make_fake_batch(tmp_path, "long", seeds=(0, 1, 2), rounds=10,
+                    methods={"FedAvg": (1.0, 1.0), "Sparsify(topk 0.9)": (0.12, 1.0)})
+    runs = analysis.load_runs(tmp_path / "long")
+    assert analysis.flag_notes(runs) == []
+    shown = analysis.methods_display(analysis.method_table(runs), analysis.label_aliases(
+        runs.summaries))
+    assert shown.attrs["footnotes"] == [] and list(shown["Seeds"]) == ["3", "3"]
+    assert not shown["Tail acc. (%)"].str.contains("†").any()
+
+
+def test_one_short_experiment_among_long_ones_is_named(tmp_path):
+    """Only the experiment that is short and the one with fewer seeds are named."""
+    make_fake_batch(tmp_path, "b", seeds=(0, 1, 2), rounds=10,
+                    methods={"FedAvg": (1.0, 1.0), "Sparsify(topk 0.9)": (0.12, 1.0)})
+    write_run(tmp_path / "b", "Sparsify(topk 0.99)", 0, [20.0, 40.0, 60.0, 70.0], name="short",
+              byte_fraction=0.02, flop_fraction=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        notes = analysis.flag_notes(analysis.load_runs(tmp_path / "b"))
+    assert notes[0].startswith("Tail includes warm-up rounds (marked † in the tables): 1 of 7 "
+                               "runs, in 1 of 3 experiments (Sparsify(topk 0.99)), average all 4 "
+                               "of their evaluated rounds (tail_rounds = 5).")
+    assert notes[1].startswith("Fewer than 3 seeds (marked ‡ in the tables): 1 of 3 experiments "
+                               "(Sparsify(topk 0.99): 1 seed) have fewer. ")
+    assert len(notes) == 2
+
+
+def _paired_rows(*rows) -> pd.DataFrame:
+    """A paired_table with the columns paired_reading reads: (label, seeds, mean difference,
+    paired and unpaired half-widths, warm-up)."""
+    return pd.DataFrame([{"label": label, "baseline": "FedAvg", "seeds": n,
+                          "mean_difference": mean, "paired_ci95": paired,
+                          "unpaired_ci95": unpaired, "tail_warmup": warm}
+                         for label, n, mean, paired, unpaired, warm in rows])
+
+
+def test_the_paired_reading_says_what_the_table_shows():
+    """The notebook said "the paired interval is far narrower" over a row of -15.89 ± 49.66
+    paired against ± 14.95 unpaired; the words are now computed from the table."""
+    issue = _paired_rows(("Hybrid", 2, -15.89, 49.66, 14.95, True))
+    assert analysis.paired_reading(issue) == (
+        "Over the seeds each method shares with FedAvg, the paired 95% interval is narrower "
+        "than the unpaired one for 0 of 1 methods. It is wider for Hybrid (±49.66 paired, "
+        "±14.95 unpaired): over 2 shared seeds the paired t has 1 degree(s) of freedom "
+        "(t = 12.71). The paired interval excludes zero for 0 of 1. Read the marked rows with care "
+        "(†: a tail compared averages warm-up rounds; ‡: fewer than 3 shared seeds).")
+    five = _paired_rows(("A", 5, -3.0, 1.0, 4.0, False), ("B", 5, 0.5, 2.0, 4.0, False),
+                        ("C", 5, 1.0, 3.0, 2.0, False))
+    assert analysis.paired_reading(five, {"A": "a"}) == (
+        "Over the seeds each method shares with FedAvg, the paired 95% interval is narrower "
+        "than the unpaired one for 2 of 3 methods (median 38% of its width). It is wider for C "
+        "(±3.00 paired, ±2.00 unpaired): pairing helps only where the differences vary less "
+        "than the methods' own values (compare the spreads). The paired interval excludes zero for "
+        "1 of 3 (a).")
+    one = _paired_rows(("A", 1, -3.0, float("nan"), float("nan"), False))
+    assert analysis.paired_reading(one) == ("No interval: each method shares one seed with "
+                                            "FedAvg; run 3 seeds or more for a paired "
+                                            "comparison.")
+
+
+def test_the_analysis_gives_the_paired_reading_of_its_table(short):
+    _, runs, outputs = short
+    aliases = analysis.label_aliases(runs.summaries)
+    assert outputs["readings"]["paired"] == analysis.paired_reading(
+        analysis.paired_table(runs, "FedAvg"), aliases)
+    assert outputs["readings"]["paired"].startswith(
+        "Over the seeds each method shares with FedAvg, the paired 95% interval is narrower "
+        "than the unpaired one for 2 of 2 methods")
+
+
+def test_the_target_line_is_drawn_only_near_the_curves(short):
+    """A 3-round run's accuracy was squashed into the bottom of an axis stretched to 90%."""
+    _, runs, _ = short
+    fig = analysis.accuracy_figure(runs, "round", "Round", target_accuracy=90.0)
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert not any(list(line.get_ydata()) == [90.0, 90.0] for line in ax.get_lines())
+    assert ax.get_ylim()[1] < 60  # the curves end near 50%
+    assert "target 90%: above the axis (not drawn)" in _legend_inside(fig)
+    fig = analysis.accuracy_figure(runs, "round", "Round", target_accuracy=40.0)
+    assert "target 40%" in _legend_inside(fig)  # within the curves' range: drawn
+
+
+def test_a_log_axis_has_a_tick_near_every_point(tmp_path):
+    """Uplink over more than three decades was labelled at powers of ten only: no tick near the
+    hybrid's point at 0.29 MB."""
+    make_fake_batch(tmp_path, "wide", seeds=(0,), rounds=6,
+                    methods={"FedAvg": (1.0, 1.0), "Sparsify(topk 0.999)": (0.0004, 1.0),
+                             "Hybrid(structured 0.4 adaptive + cost_weighted 0.95)": (0.06, 0.6)})
+    runs = analysis.load_runs(tmp_path / "wide")
+    points = list(runs.summaries["total_uplink_mb"])
+    assert points == pytest.approx([4.8, 0.00192, 0.288])
+    fig = analysis.tail_figure(runs, "total_uplink_mb", "Total uplink per run", "MB")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks == pytest.approx([0.002, 0.01, 0.1, 0.2, 1, 5])  # 0.2: the hybrid's
+    for point in points:
+        assert min(max(t / point, point / t) for t in ticks) <= 1.6, point
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in labels] == ["0.002", "0.01", "0.1", "0.2", "1", "5"]
+    boxes = sorted((t.get_window_extent().x0, t.get_window_extent().x1) for t in labels)
+    assert all(a[1] < b[0] for a, b in zip(boxes, boxes[1:]))  # no label overlaps the next
+
+
+def test_the_widths_table_marks_its_tails_and_seeds_too(tmp_path):
+    """Two 3-round seeds of a structured method that evaluated its widths."""
+    label = "Hybrid(structured 0.4 adaptive + cost_weighted 0.95)"
+    for seed in (0, 1):
+        folder = write_run(tmp_path, label, seed, [40.0, 50.0, 60.0], name=f"h{seed}",
+                           byte_fraction=0.04, flop_fraction=0.6)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["widths"] = [{"ratio": r, "width": 1 - r, "train_flops_per_sample": 1e6,
+                              "clients": 2, "tail_test_accuracy": 50.0 + 10 * r + seed,
+                              "evaluations": 3} for r in (0.0, 0.4)]
+        (folder / "summary.json").write_text(json.dumps(summary))
+    runs = analysis.load_runs(tmp_path)
+    shown = analysis.widths_display(analysis.width_table(runs),
+                                    analysis.label_aliases(runs.summaries))
+    assert shown.values.tolist() == [
+        ["Hybrid(struct 0.4 adapt + cw 0.95)", "full (server)", "1.00", "1.00",
+         f"50.50 ± {T_975_1 * 0.5:.2f} †", "2 ‡"],
+        ["Hybrid(struct 0.4 adapt + cw 0.95)", "ratio 0.40", "0.60", "1.00",
+         f"54.50 ± {T_975_1 * 0.5:.2f} †", "2 ‡"]]
+    assert len(shown.attrs["footnotes"]) == 2

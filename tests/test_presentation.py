@@ -105,3 +105,57 @@ def test_the_client_figure_has_a_row_per_client_and_fits_a_page(tmp_path):
         assert image.info["dpi"][0] == pytest.approx(300, abs=0.5)
         assert 3000 <= image.width <= 3400 and image.height <= 3000
     assert client_figures(pd.DataFrame(rows[:0]), tmp_path / "none", "") == {}
+
+
+# ---------------------------------------------------------------- the accuracy at each width
+
+def _width_rows(ratios, rounds=range(2, 21, 2)):
+    """widths.csv rows: the full width (ratio 0) and each deployed width, evaluated every
+    second round, narrower widths less accurate."""
+    return [{"round": r, "ratio": ratio, "width": 1 - ratio, "clients": 2, "test_loss": 0.3,
+             "train_flops_per_sample": int(4e6 * (1 - ratio) ** 2),
+             "test_accuracy": 90 - 30 * ratio - 40 * 0.8 ** r}
+            for r in rounds for ratio in ratios]
+
+
+def test_each_deployed_width_has_its_own_colour_marker_and_line_and_a_legend_read_in_print(
+        tmp_path):
+    """Eight widths were shades of one colour scale, told apart neither in print nor in grey,
+    under a 7-point legend beside a figure printed at two thirds of its size."""
+    import pandas as pd
+    from PIL import Image
+
+    from fedprune_core.analysis.figures import display_width
+    from fedprune_core.run.plots import width_figure, width_figures
+
+    ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    widths = pd.DataFrame(_width_rows(ratios))
+    fig = width_figure(widths, "Hybrid(structured 0.4 adaptive + cost_weighted 0.95)")
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == ["full width (server)"] + [f"ratio {r:.2f}" for r in ratios[1:]]
+    handles = legend.legend_handles
+    colours = [tuple(h.get_color()) if not isinstance(h.get_color(), str) else h.get_color()
+               for h in handles]
+    assert len(set(colours)) == len(set(h.get_marker() for h in handles)) == 9
+    # widths i and i + 4 share a line style but never a colour or a marker
+    assert len({(c, h.get_marker(), h.get_linestyle()) for c, h in zip(colours, handles)}) == 9
+    assert len(set(h.get_linestyle() for h in handles)) == 4
+    # the legend under the axes, inside the figure
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y0 >= fig.bbox.y0
+    assert all(box.y1 <= ax.get_window_extent().y0 for ax in fig.axes)
+    out = width_figures(widths, tmp_path, "Hybrid")
+    with Image.open(out["width_accuracy"]) as image:
+        width_in, height_in = image.width / 300, image.height / 300
+    # printed (the print CSS: 190 mm wide, 105 mm tall at most; 96 CSS px an inch) at scale
+    # `printed`: its legend and tick labels at 8 pt or more there
+    shown = display_width(out["width_accuracy"])
+    printed = min(shown, 190 / 25.4 * 96, 105 / 25.4 * 96 * width_in / height_in) / 96 / width_in
+    assert width_in == pytest.approx(7.0) and printed >= 0.95
+    assert min(t.get_fontsize() for t in legend.get_texts()) * printed >= 8
+    for ax in fig.axes:
+        assert min(t.get_fontsize() for t in ax.get_xticklabels() + ax.get_yticklabels()) \
+            * printed >= 8
+    assert width_figures(pd.DataFrame(_width_rows([0.0])), tmp_path / "one", "") == {}

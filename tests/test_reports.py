@@ -235,6 +235,49 @@ def test_print_html_keeps_headings_with_their_content_and_lets_names_wrap(tmp_pa
     assert "Heading kept with its figure" in group and "data:image/png" in group
     assert "column_<wbr>number_<wbr>00" in html and "sparsification_<wbr>only_" in html
     assert ".keep-with-next { break-inside: avoid" in html
+    # 15 columns do not fit the portrait page at 8 pt: that cell prints on a landscape page,
+    # the heading and its figure stay portrait
+    assert html.count('<div class="landscape">') == 1
+    wide = html.split('<div class="landscape">')[1].split('<div class="keep-with-next">')[0]
+    assert "column_<wbr>number_<wbr>13" in wide and "Heading kept" not in html.split(
+        '<div class="landscape">')[0]
+    assert "page: landscape" in html and "@page landscape { size: A4 landscape" in html
+
+
+def test_a_table_goes_landscape_only_when_the_portrait_page_is_too_narrow():
+    """print_layout.table_width: the narrowest a table prints at 8 pt without breaking a word;
+    a table wider than a landscape page is split between its columns, its first one in each."""
+    from fedprune_core.tools.print_layout import (LANDSCAPE_PT, PORTRAIT_PT, for_print,
+                                                  split_columns, table_width)
+
+    def table(columns: int, cell: str, header: str = "N") -> str:
+        return ("<table><thead><tr>" + "".join(f"<th>{header}{i}</th>" for i in range(columns))
+                + "</tr></thead><tbody><tr>" + f"<td>{cell}</td>" * columns
+                + "</tr></tbody></table>")
+    # a digit 0.63 em, a capital 0.72, a bold header 8% wider, 6 pt of padding a cell
+    assert table_width(table(1, "12345")) == pytest.approx(5 * 0.63 * 8 + 6)
+    assert table_width(table(1, "1", "Seeds")) == pytest.approx(
+        (0.72 + 4 * 0.63 + 0.63) * 1.08 * 8 + 6)  # "Seeds0" is wider than its "1"
+    assert table_width(table(4, "93.00 ± 12.71 †")) < PORTRAIT_PT  # a methods table's cells
+    assert table_width(table(13, "93.00 ± 12.71 †")) > PORTRAIT_PT
+    # a long label breaks between words: its longest word counts
+    assert table_width(table(1, "Hybrid(structured 0.4 adaptive + cost_weighted 0.95)")) == \
+        pytest.approx(table_width(table(1, "Hybrid(structured")))
+
+    def page(body: str) -> str:
+        return f"<html><head></head><body><main>{body}</main></body></html>"
+    assert '<div class="landscape">' not in for_print(page(table(4, "93.00 ± 12.71 †")))
+    assert '<div class="landscape">' in for_print(page(table(13, "93.00 ± 12.71 †")))
+    # wider than a landscape page: split. A cell is 8.0 em ("." and spaces 0.34), 70 pt with
+    # its padding, so beside the first column 10 more fit a part: 29 in 10, 10 and 9
+    cell = "93.00 ± 12.71 †"
+    assert table_width(table(1, cell)) == pytest.approx(8.0 * 8 + 6)
+    parts = split_columns(table(30, cell), LANDSCAPE_PT).split("</table>")[:-1]
+    assert [re.findall(r"<th>N(\d+)</th>", part) for part in parts] == [
+        ["0", *map(str, range(1, 11))], ["0", *map(str, range(11, 21))],
+        ["0", *map(str, range(21, 30))]]
+    assert all(table_width(part + "</table>") <= LANDSCAPE_PT for part in parts)
+    assert all(part.count("<td>") == len(re.findall("<th>", part)) for part in parts)
 
 
 def test_pdf_fits_a_wide_table_on_the_page(tmp_path):
@@ -249,7 +292,12 @@ def test_pdf_fits_a_wide_table_on_the_page(tmp_path):
                           text=True).stdout
     for r in range(5):
         assert f"{r * 100 + 13}.25" in text, f"row {r}: the last column is cut"
-    assert _pdf_page_count(pdf.read_bytes()) == 1  # no blank page after the content
+    from pdf_checks import blank_pages, font_sizes, page_sizes
+
+    # the table on a landscape page in 8 pt type (not shrunk to 5.5 pt), the figure portrait
+    assert page_sizes(pdf) == [(841.92, 594.96), (594.96, 841.92)]
+    assert min(size for _, size, _ in font_sizes(pdf)) >= 8
+    assert blank_pages(pdf) == []
 
 
 # --------------------------------------------------------------------------- a report-shaped PDF
@@ -318,7 +366,8 @@ def test_a_report_pdf_keeps_its_promises_read_back_page_by_page(tmp_path):
     a page, no blank page, no page left mostly empty for want of a figure that would fit."""
     import shutil
 
-    from pdf_checks import blank_pages, headings_ending_a_page, pages_text, split_images
+    from pdf_checks import (blank_pages, font_sizes, headings_ending_a_page, page_sizes,
+                            pages_text, split_images)
 
     if find_chromium() is None or shutil.which("pdftotext") is None:
         pytest.skip("needs headless Chromium (make pdf-deps) and poppler-utils")
@@ -333,6 +382,14 @@ def test_a_report_pdf_keeps_its_promises_read_back_page_by_page(tmp_path):
     assert headings_ending_a_page(pages, REPORT_HEADINGS) == []
     # 5 figures at most about half a page each, two tables: not one page each
     assert len(pages) <= 6, len(pages)
+    # the tables in 8 pt type or more, on landscape pages, their headers' words whole; the
+    # figures on portrait pages
+    assert min(size for _, size, _ in font_sizes(pdf)) >= 8
+    landscape = [width > height for width, height in page_sizes(pdf)]
+    for text, wide in zip(pages, landscape):
+        assert wide == ("ENDS0" in text or "ENDL" in text), text[:200]
+        if wide:  # the 18 columns do not fit even so: split in two, each with its Method
+            assert "Column_" in text and not re.search(r"Colum(?!n_)", text), text
     nb = nbformat.read(tmp_path / "report.ipynb", as_version=4)
     html = reports._render_html(tmp_path / "report.ipynb", True, None)
     assert html.count('alt="figure ') == 5  # the outputs' alternative text is kept

@@ -22,11 +22,13 @@ from .figures import (BANDS, FIGURE_DPI, accuracy_curves, accuracy_figure, displ
                       plot_tail_vs_uplink, resolve_bands, tail_figure)
 from .loading import (BASELINE_LABEL, CONFIG_FIELDS, RunTable, label_aliases, label_order,
                       load_runs, resolve_results_dir, short_label, split_experiments)
-from .paired import paired_differences, paired_display, paired_table, seeds_needed
+from .loading import tail_includes_warmup
+from .paired import (paired_differences, paired_display, paired_marked, paired_reading,
+                     paired_table, seeds_needed)
 from .reproduce import reproduce_table, write_reproduce
-from .tables import (RUN_COLUMNS, STAT_COLUMNS, label_stats, legend_table, mean_ci,
-                     method_table, rounds_to_target, run_table, runs_display, width_table,
-                     write_table)
+from .tables import (MIN_SEEDS, RUN_COLUMNS, STAT_COLUMNS, flag_notes, label_stats,
+                     legend_table, mean_ci, method_table, methods_display, rounds_to_target,
+                     run_table, runs_display, width_table, widths_display, write_table)
 
 __all__ = ["accuracy_at_budget", "cost_to_accuracy", "reproduce_table", "write_reproduce", "BASELINE_LABEL", "CONFIG_FIELDS", "FIGURE_DPI", "RUN_COLUMNS", "STAT_COLUMNS",
            "RunTable", "accuracy_curves", "analyze", "label_order", "label_stats", "load_runs",
@@ -36,7 +38,9 @@ __all__ = ["accuracy_at_budget", "cost_to_accuracy", "reproduce_table", "write_r
            "write_table", "paired_differences", "paired_display", "paired_table",
            "seeds_needed", "width_table", "BANDS", "accuracy_figure", "method_styles",
            "plot_tail_vs_flops", "plot_tail_vs_uplink", "resolve_bands", "tail_figure",
-           "label_aliases", "short_label", "legend_table", "runs_display", "display_width"]
+           "label_aliases", "short_label", "legend_table", "runs_display", "display_width",
+           "MIN_SEEDS", "flag_notes", "methods_display", "paired_marked", "paired_reading",
+           "tail_includes_warmup", "widths_display"]
 
 
 def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = None,
@@ -53,9 +57,13 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
     over seeds), `std` (±1 standard deviation), `none`, or `auto` (figures.resolve_bands: none
     with one seed, std below four seeds, ci95 from four).
     What the loading had to say (runs skipped, experiments kept apart) is returned as `notes`
-    rather than printed as warnings, and written to notes.md: a report shows it as text.
+    rather than printed as warnings, and written to notes.md: a report shows it as text; so is
+    what the tables mark (tables.flag_notes: tails averaging warm-up rounds, fewer than
+    MIN_SEEDS seeds). The Markdown and LaTeX tables name methods by their short labels (the
+    legend table has the full ones).
     Returns {"out_dir": Path, "notes": [str], "tables": {name: {"csv"|"md"|"tex": Path}},
-    "figures": {name: {"png"|"pdf": Path}}, "bands": the bands drawn}.
+    "figures": {name: {"png"|"pdf": Path}}, "bands": the bands drawn, "readings": {"paired":
+    what the paired table shows, in words (paired.paired_reading)}}.
     """
     if bands not in BANDS:
         resolve_bands(bands, None)  # the ConfigError naming what is allowed
@@ -71,15 +79,23 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = load_runs(results_dir)
-    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    notes = list(dict.fromkeys(str(w.message) for w in caught)) + flag_notes(runs)
     _check_writable(out_dir)
     bands = resolve_bands(bands, runs)
+    aliases = label_aliases(runs.summaries)
     tables = {"methods": method_table(runs, target_accuracy),
               "methods_stats": label_stats(runs, target_accuracy),
               "runs": run_table(runs, target_accuracy)}
-    shown = {}
+    # .md and .tex as a page shows them: short labels, flags as marks and footnotes, runs
+    # with units in the headers and fewer digits (the CSVs keep full labels, flags, digits)
+    shown = {"methods": methods_display(tables["methods"], aliases),
+             "runs": runs_display(tables["runs"], aliases)}
+    readings = {}
     if baseline in set(runs.summaries.label):
-        tables["paired"] = paired_display(paired_table(runs, baseline))
+        paired = paired_table(runs, baseline)
+        tables["paired"] = paired_display(paired)
+        shown["paired"] = paired_marked(tables["paired"], aliases)
+        readings["paired"] = paired_reading(paired, aliases)
         tables["cost_to_accuracy"] = cost_to_accuracy(runs, baseline, absolute=target_accuracy)
         tables["accuracy_at_budget"] = accuracy_at_budget(runs, baseline)
         shown["cost_to_accuracy"] = cost_display(tables["cost_to_accuracy"], baseline)
@@ -90,6 +106,7 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
     widths = width_table(runs)
     if not widths.empty:
         tables["widths"] = widths
+        shown["widths"] = widths_display(widths, aliases)
     tables["legend"] = legend_table(runs, baseline)
     figures = {"tail_vs_uplink": plot_tail_vs_uplink(runs, out_dir, bands, baseline),
                "tail_vs_flops": plot_tail_vs_flops(runs, out_dir, bands, baseline),
@@ -103,13 +120,10 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
                "partition": plot_partition(runs, out_dir)}
     (out_dir / "notes.md").write_text("".join(f"- {note}\n" for note in notes),
                                       encoding="utf-8")
-    # runs.md and .tex as a page shows them: headers with units, fewer digits (runs.csv
-    # keeps every column's name and digits)
-    shown["runs"] = runs_display(tables["runs"])
     written = {name: write_table(df, out_dir, name, shown.get(name))
                for name, df in tables.items()}
     return {"out_dir": out_dir, "notes": notes, "tables": written, "figures": figures,
-            "bands": bands}
+            "bands": bands, "readings": readings}
 
 
 def _check_writable(out_dir: Path) -> None:

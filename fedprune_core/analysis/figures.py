@@ -8,7 +8,10 @@ palette of 10 colours whose markers and line styles change with it, so 13 or 40 
 get distinct pairs. Legends use the short labels of loading.label_aliases (the tables keep the
 full ones), sit under the axes, never wider than the figure, and name every line (the target
 and what the bands mean too). Runs of different lengths are drawn against rounds in a panel
-per length, each on its own scale, rather than squeezed onto the longest run's axis.
+per length, each on its own scale, rather than squeezed onto the longest run's axis. The target
+accuracy is drawn only when it lies near the curves (TARGET_REACH): a short run's curves are not
+squashed into the bottom of an axis stretched up to it, and the legend says it is off the axis.
+A log axis is labelled near every point of a tail figure (_log_ticks).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import (FixedLocator, FuncFormatter, LogLocator, MaxNLocator,
+                               NullFormatter)
 from scipy import stats
 
 from ..errors import ConfigError
@@ -40,6 +44,8 @@ BAND_TEXT = {"ci95": "95% CI over seeds", "std": "±1 SD over seeds"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 _LINESTYLES = ("-", "--", "-.", ":")
 _MARKS_PER_LINE = 12  # markers on a curve at most, however many rounds it has
+# The accuracy axis stretches by at most this share of the curves' span to show the target.
+TARGET_REACH = 0.25
 
 
 @contextmanager
@@ -174,15 +180,30 @@ def _legend_below(fig: Figure, handles: list, labels: list[str], title: str | No
     return legend
 
 
-def _band_handles(bands: str, target_accuracy: float | None) -> tuple[list, list[str]]:
+def _band_handles(bands: str, target_accuracy: float | None,
+                  target_at: str = "drawn") -> tuple[list, list[str]]:
     handles, labels = [], []
     if bands in BAND_TEXT:
         handles.append(Patch(facecolor="grey", alpha=0.25, linewidth=0))
         labels.append(f"band: {BAND_TEXT[bands]}")
     if target_accuracy is not None:
         handles.append(Line2D([], [], color="black", linestyle=(0, (4, 3)), linewidth=1))
-        labels.append(f"target {target_accuracy:g}%")
+        labels.append(f"target {target_accuracy:g}%" + (
+            "" if target_at == "drawn" else f": {target_at} the axis (not drawn)"))
     return handles, labels
+
+
+def target_position(target: float, curves: pd.DataFrame, bands: str) -> str:
+    """Where the target accuracy lies against the curves drawn (means, and their bands):
+    'drawn' within their range widened by TARGET_REACH of its span on either side, else
+    'above' or 'below' (then not drawn: the axis would squash the curves to reach it)."""
+    half = curves[bands].fillna(0) if bands in BAND_TEXT else 0.0
+    low = float((curves["mean"] - half).clip(0, 100).min())
+    high = float((curves["mean"] + half).clip(0, 100).max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "drawn"
+    reach = TARGET_REACH * max(high - low, 1.0)
+    return "above" if target > high + reach else "below" if target < low - reach else "drawn"
 
 
 def _draw_curves(ax, curves: pd.DataFrame, labels: list[str], styles: dict, bands: str,
@@ -207,14 +228,24 @@ def _draw_curves(ax, curves: pd.DataFrame, labels: list[str], styles: dict, band
         _log_ticks(ax.xaxis)
 
 
-def _log_ticks(axis) -> None:
-    """A log axis labelled 0.5, 1, 2, 5, 10 ... in plain numbers (not 10^0), more labels when
-    it spans few decades."""
+def _log_ticks(axis, near=()) -> None:
+    """A log axis labelled 0.5, 1, 2, 5, 10 ... in plain numbers (not 10^0): every 1-2-5 step
+    when it spans three decades or fewer, else the powers of ten and the 1-2-5 step nearest
+    each value in `near` (a figure's points), so a reader finds every point's value on the
+    axis within a factor of 1.6."""
     axis.axes.autoscale_view()
     low, high = axis.get_view_interval()
     decades = math.log10(max(high, 1e-12) / max(low, 1e-12)) if low > 0 else 3
     subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
+    if low > 0 and decades > 3 and near:
+        steps = [(c, c * 10.0 ** k) for k in range(math.floor(math.log10(low)) - 1,
+                                                   math.ceil(math.log10(high)) + 1)
+                 for c in (1, 2, 5) if low <= c * 10.0 ** k <= high]
+        ticks = {t for c, t in steps if c == 1}
+        ticks |= {min((t for _, t in steps), key=lambda t: abs(math.log(t / v)))
+                  for v in near if v > 0}
+        axis.set_major_locator(FixedLocator(sorted(ticks)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -237,7 +268,8 @@ def _method_handles(labels, styles, aliases) -> tuple[list, list[str]]:
 def accuracy_figure(runs: RunTable, x: str, xlabel: str, target_accuracy: float | None = None,
                     bands: str = "auto", baseline: str = BASELINE_LABEL,
                     log_x: bool = False) -> Figure:
-    """Mean test accuracy over seeds against `x`, a line per method with its band. Against
+    """Mean test accuracy over seeds against `x`, a line per method with its band, and the
+    target accuracy as a dashed line when it lies near them (target_position). Against
     rounds, runs of different lengths get a panel each (sharing the accuracy axis)."""
     bands = resolve_bands(bands, runs)
     curves = accuracy_curves(runs.metrics, x)
@@ -254,9 +286,12 @@ def accuracy_figure(runs: RunTable, x: str, xlabel: str, target_accuracy: float 
     with _style():
         fig = _new_figure(FIGURE_WIDTH if ncols == 1 else 3.2 * ncols, 3.6 + 2.6 * (nrows - 1))
         axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+        drawn = curves[curves["label"].isin(labels) & ((curves["x"] > 0) if log_x else True)]
+        target_at = (target_position(target_accuracy, drawn, bands)
+                     if target_accuracy is not None else None)
         for ax, (length, members) in zip(axes, groups.items()):
             _draw_curves(ax, curves, members, styles, bands, log_x)
-            if target_accuracy is not None:
+            if target_at == "drawn":
                 ax.axhline(target_accuracy, color="black", linestyle=(0, (4, 3)), linewidth=1)
             if x == "round":
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -269,7 +304,7 @@ def accuracy_figure(runs: RunTable, x: str, xlabel: str, target_accuracy: float 
         for ax in axes[::ncols]:
             ax.set_ylabel("Test accuracy (%)")
         handles, texts = _method_handles(labels, styles, aliases)
-        extra, extra_texts = _band_handles(bands, target_accuracy)
+        extra, extra_texts = _band_handles(bands, target_accuracy, target_at)
         _legend_below(fig, handles + extra, texts + extra_texts,
                       title="Mean over seeds" if bands == "none" else None)
         return fig
@@ -307,7 +342,7 @@ def tail_figure(runs: RunTable, x: str, xlabel: str, unit: str, bands: str = "au
                 baseline: str = BASELINE_LABEL) -> Figure:
     """One point per method: its tail accuracy (mean over seeds, error bar as `bands`)
     against its mean total of `x` (a summary.json number), on a log scale when the totals
-    span ten times or more."""
+    span ten times or more, labelled near every point (_log_ticks)."""
     bands = resolve_bands(bands, runs)
     labels = label_order(runs.summaries)
     styles, aliases = method_styles(labels, baseline), label_aliases(runs.summaries)
@@ -332,7 +367,7 @@ def tail_figure(runs: RunTable, x: str, xlabel: str, unit: str, bands: str = "au
                ylabel="Tail test accuracy (%)")
         if log_x:
             ax.set_xscale("log")
-            _log_ticks(ax.xaxis)
+            _log_ticks(ax.xaxis, near=costs)
         handles, texts = _method_handles(labels, styles, aliases)
         for h in handles:
             h.set_linestyle("none")

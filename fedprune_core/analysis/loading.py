@@ -30,7 +30,7 @@ BASELINE_LABEL = "FedAvg"  # listed first in tables and legends when present
 SUMMARY_NUMBERS = ("rounds_completed", "tail_test_accuracy", "final_test_accuracy",
                    "best_test_accuracy", "best_round", "total_uplink_mb", "compression_x",
                    "total_client_train_gflops", "flop_saving_pct", "wall_time_sec",
-                   "simulated_time_sec")
+                   "simulated_time_sec", "tail_rounds")
 # metrics.csv's columns that they compute with: present and numeric.
 METRIC_COLUMNS = ("round", "test_accuracy", "cumulative_uplink_bytes",
                   "cumulative_client_train_flops")
@@ -45,7 +45,9 @@ CONFIG_FIELDS = ("dataset", "model", "partition", "rounds", "pruning_mode", "pru
 class RunTable:
     """The finished runs of a results folder as DataFrames keyed by run_name, label and seed."""
 
-    summaries: pd.DataFrame  # one row per run: summary.json numbers + CONFIG_FIELDS
+    # one row per run: summary.json numbers + CONFIG_FIELDS, the rounds it evaluated
+    # (`evaluated_rounds`) and whether its tail averages warm-up rounds (`tail_warmup`)
+    summaries: pd.DataFrame
     metrics: pd.DataFrame  # one row per (run, round), from metrics.csv
     clients: pd.DataFrame  # one row per (run, round, selected client), from clients.csv
     partitions: pd.DataFrame  # one row per (run, client), from partition.csv
@@ -106,8 +108,31 @@ def load_runs(results_dir: str | Path, exclude: tuple[str, ...] = ("analysis",))
     metrics["cumulative_uplink_mb"] = metrics["cumulative_uplink_bytes"] / BYTES_PER_MB
     metrics["cumulative_client_train_gflops"] = (metrics["cumulative_client_train_flops"]
                                                  / FLOPS_PER_GFLOP)
+    summaries = _with_tail_flags(summaries, metrics)
     return RunTable(summaries.drop(columns="experiment"), metrics,
                     _concat(frames["clients.csv"]), _concat(frames["partition.csv"]))
+
+
+def tail_includes_warmup(tail_rounds, evaluated_rounds) -> bool:
+    """Does a run's tail accuracy average warm-up rounds? Yes when its tail (the last
+    `tail_rounds` evaluated rounds, summary.json's count of those it used) covers more than half
+    of the rounds it evaluated: the tail then reaches into the first half of the run, where the
+    accuracy is still climbing, and with no more evaluated rounds than tail_rounds it averages
+    every one, round 1 included. A run that does not record its tail_rounds is not flagged."""
+    if tail_rounds is None or pd.isna(tail_rounds) or pd.isna(evaluated_rounds):
+        return False
+    return 2 * int(tail_rounds) > int(evaluated_rounds)
+
+
+def _with_tail_flags(summaries: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """summaries with each run's evaluated rounds and its tail_includes_warmup flag."""
+    evaluated = metrics.dropna(subset=["test_accuracy"]).groupby("run_name")["round"].count()
+    summaries = summaries.copy()
+    summaries["evaluated_rounds"] = summaries["run_name"].map(evaluated).fillna(0).astype(int)
+    tails = summaries["tail_rounds"] if "tail_rounds" in summaries else [None] * len(summaries)
+    summaries["tail_warmup"] = [tail_includes_warmup(t, n) for t, n in
+                                zip(tails, summaries["evaluated_rounds"])]
+    return summaries
 
 
 def _name(folder: Path, results_dir: Path) -> str:

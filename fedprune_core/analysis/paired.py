@@ -10,7 +10,9 @@ For each method, over the seeds it shares with the baseline: the mean paired dif
 95% paired-t interval, the spread (standard deviation) of the differences and of the method's
 own values, the unpaired (Welch) interval of the same difference for comparison, and the seeds
 a difference of 1, 3 and 5 points would need to be resolved (its 95% interval to exclude 0) at
-the observed paired spread.
+the observed paired spread. Whether the paired interval is in fact the narrower one depends on
+the seeds there are (with two, the paired t has one degree of freedom: t = 12.71): paired_reading
+says what a table shows, from its numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from .loading import RunTable, label_order
+from .tables import FEW_SEEDS_FLAG, FEW_SEEDS_MARK, MIN_SEEDS, WARMUP_FLAG, WARMUP_MARK, _marked
 
 RESOLVE_POINTS = (1.0, 3.0, 5.0)
 
@@ -41,19 +44,23 @@ def seeds_needed(spread: float, difference: float, confidence: float = 0.95,
 def paired_differences(runs: RunTable, baseline: str,
                        metric: str = "tail_test_accuracy") -> pd.DataFrame:
     """Long table: per method and seed shared with `baseline`, the method's value, the
-    baseline's and their difference."""
-    s = runs.summaries[["label", "seed", metric]].dropna()
-    base = s[s.label == baseline].set_index("seed")[metric]
+    baseline's, their difference, and whether either run's tail averages warm-up rounds."""
+    s = runs.summaries[["label", "seed", metric]].dropna().copy()
+    s["warmup"] = (runs.summaries["tail_warmup"].reindex(s.index).fillna(False).astype(bool)
+                   if "tail_warmup" in runs.summaries else False)
+    base = s[s.label == baseline].set_index("seed")
     rows = []
     for label in label_order(s):
         if label == baseline:
             continue
-        mine = s[s.label == label].set_index("seed")[metric]
+        mine = s[s.label == label].set_index("seed")
         for seed in sorted(set(mine.index) & set(base.index)):
-            rows.append({"label": label, "seed": seed, "value": float(mine[seed]),
-                         "baseline": float(base[seed]),
-                         "difference": float(mine[seed] - base[seed])})
-    return pd.DataFrame(rows, columns=["label", "seed", "value", "baseline", "difference"])
+            rows.append({"label": label, "seed": seed, "value": float(mine.at[seed, metric]),
+                         "baseline": float(base.at[seed, metric]),
+                         "difference": float(mine.at[seed, metric] - base.at[seed, metric]),
+                         "tail_warmup": bool(mine.at[seed, "warmup"] or base.at[seed, "warmup"])})
+    return pd.DataFrame(rows, columns=["label", "seed", "value", "baseline", "difference",
+                                       "tail_warmup"])
 
 
 def paired_table(runs: RunTable, baseline: str = "FedAvg",
@@ -81,6 +88,7 @@ def paired_table(runs: RunTable, baseline: str = "FedAvg",
                                 else float("nan")),
             "unpaired_ci95": _welch_half_width(own.to_numpy(), base_values.to_numpy(),
                                                confidence),
+            "tail_warmup": bool(group.tail_warmup.any()),
             **{f"seeds_for_{p:g}_points": seeds_needed(spread, p) for p in RESOLVE_POINTS}})
     return pd.DataFrame(rows)
 
@@ -97,7 +105,8 @@ def _welch_half_width(a: np.ndarray, b: np.ndarray, confidence: float) -> float:
 
 
 def paired_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The paired table as printed: differences with their intervals, spreads, seeds needed."""
+    """The paired table as written to paired.csv: differences with their intervals, spreads,
+    seeds needed, and the flags of tables.method_table (paired_marked prints them as marks)."""
     def interval(mean: float, half: float) -> str:
         return f"{mean:+.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
 
@@ -111,4 +120,64 @@ def paired_display(table: pd.DataFrame) -> pd.DataFrame:
         "Paired spread (pp)": "–" if math.isnan(r.paired_spread) else f"{r.paired_spread:.2f}",
         "Unpaired spread (pp)": "–" if math.isnan(r.method_spread) else f"{r.method_spread:.2f}",
         **{f"Seeds for {p:g} pp": seeds(getattr(r, f"seeds_for_{p:g}_points"))
-           for p in RESOLVE_POINTS}} for r in table.itertuples()])
+           for p in RESOLVE_POINTS},
+        WARMUP_FLAG: bool(getattr(r, "tail_warmup", False)),
+        FEW_SEEDS_FLAG: int(r.seeds) < MIN_SEEDS} for r in table.itertuples()])
+
+
+def paired_marked(display: pd.DataFrame, aliases: dict[str, str]) -> pd.DataFrame:
+    """paired_display as the page prints it: short labels, the paired difference marked when a
+    tail it compares averages warm-up rounds, the seeds when fewer than MIN_SEEDS are shared."""
+    delta = next(c for c in display.columns if c.startswith("Δ tail acc."))
+    return _marked(display, aliases, delta, "Seeds")
+
+
+def paired_reading(table: pd.DataFrame, aliases: dict[str, str] | None = None) -> str:
+    """What paired_table shows, said from its numbers: for how many methods the paired interval
+    is narrower than the unpaired one (and by how much), which are wider and why, which
+    differences it resolves (interval excluding 0), and what the marks say."""
+    if table.empty:
+        return "No method shares a seed with the baseline: there is nothing to pair."
+    aliases = aliases or {}
+    name = {label: aliases.get(label, label).replace("\n", " ") for label in table.label}
+    baseline = table.baseline.iloc[0]
+    both = table[np.isfinite(table.paired_ci95) & np.isfinite(table.unpaired_ci95)]
+    if both.empty:
+        return (f"No interval: each method shares one seed with {baseline}; run "
+                f"{MIN_SEEDS} seeds or more for a paired comparison.")
+    narrower = both[both.paired_ci95 < both.unpaired_ci95]
+    wider = both[both.paired_ci95 >= both.unpaired_ci95]
+    text = [f"Over the seeds each method shares with {baseline}, the paired 95% interval is "
+            f"narrower than the unpaired one for {len(narrower)} of {len(both)} methods"]
+    if len(narrower):
+        ratio = float(np.median(narrower.paired_ci95 / narrower.unpaired_ci95.where(
+            narrower.unpaired_ci95 > 0)))
+        if np.isfinite(ratio):
+            text[0] += f" (median {'under 1%' if ratio < 0.01 else f'{ratio:.0%}'} of its width)"
+    text[0] += "."
+    if len(wider):
+        shown = [f"{name[r.label]} (±{r.paired_ci95:.2f} paired, ±{r.unpaired_ci95:.2f} "
+                 f"unpaired)" for r in wider.head(3).itertuples()]
+        more = f" and {len(wider) - 3} more" if len(wider) > 3 else ""
+        few = sorted(set(int(n) for n in wider.seeds if n < MIN_SEEDS))
+        why = (": over " + " or ".join(f"{n} shared seeds the paired t has {n - 1} degree(s) of "
+                                        f"freedom (t = {stats.t.ppf(0.975, n - 1):.2f})"
+                                        for n in few)
+               if few and (wider.seeds < MIN_SEEDS).all() else
+               ": pairing helps only where the differences vary less than the methods' own "
+               "values (compare the spreads)")
+        text.append(f"It is wider for {', '.join(shown)}{more}{why}.")
+    resolved = both[(both.mean_difference - both.paired_ci95 > 0)
+                    | (both.mean_difference + both.paired_ci95 < 0)]
+    text.append(f"The paired interval excludes zero for {len(resolved)} of {len(both)}"
+                + (f" ({', '.join(name[k] for k in resolved.label[:3])}"
+                   + (f" and {len(resolved) - 3} more" if len(resolved) > 3 else "") + ")"
+                   if len(resolved) else "") + ".")
+    marks = []
+    if table.get("tail_warmup", pd.Series(dtype=bool)).any():
+        marks.append(f"{WARMUP_MARK}: a tail compared averages warm-up rounds")
+    if (table.seeds < MIN_SEEDS).any():
+        marks.append(f"{FEW_SEEDS_MARK}: fewer than {MIN_SEEDS} shared seeds")
+    if marks:
+        text.append(f"Read the marked rows with care ({'; '.join(marks)}).")
+    return " ".join(text)

@@ -2,6 +2,13 @@
 
 Confidence intervals are Student-t intervals over seeds, because with a handful of seeds a
 normal approximation or a bootstrap is too narrow.
+
+What a table cannot be read for is marked in it: a tail accuracy that averages warm-up rounds
+(loading.tail_includes_warmup) with WARMUP_MARK, a comparison over fewer than MIN_SEEDS seeds
+with FEW_SEEDS_MARK, each explained in a footnote under the Markdown and LaTeX table (the CSV
+has the flags as columns) and in the analysis notes (flag_notes). The Markdown and LaTeX tables
+name methods by their short labels (loading.label_aliases); the legend table and the CSVs keep
+the full ones.
 """
 
 from __future__ import annotations
@@ -17,6 +24,18 @@ from scipy import stats
 from .figures import method_styles
 from .loading import BASELINE_LABEL, RunTable, label_aliases, label_order
 
+MIN_SEEDS = 3  # fewer seeds than this: the comparison is marked
+WARMUP_MARK, FEW_SEEDS_MARK = "†", "‡"
+WARMUP_FLAG, FEW_SEEDS_FLAG = "Tail includes warm-up", f"Fewer than {MIN_SEEDS} seeds"
+FOOTNOTES = {
+    WARMUP_MARK: f"{WARMUP_MARK} Tail includes warm-up rounds: it averages more than half of "
+                 f"the run's evaluated rounds (every one, round 1 included, when the run "
+                 f"evaluated no more than tail_rounds), so it is not a plateau; compare it only "
+                 f"with runs of the same length.",
+    FEW_SEEDS_MARK: f"{FEW_SEEDS_MARK} Fewer than {MIN_SEEDS} seeds: a 95% interval over 2 "
+                    f"seeds is ±12.71 standard errors, over 1 there is none; too few to tell "
+                    f"methods apart."}
+
 # Per-run numbers in the runs table; the ones after "seed" are also pooled over seeds per label.
 RUN_COLUMNS = ("run_name", "label", "seed", "rounds_completed", "tail_test_accuracy",
                "final_test_accuracy", "best_test_accuracy", "best_round", "rounds_to_target",
@@ -24,6 +43,8 @@ RUN_COLUMNS = ("run_name", "label", "seed", "rounds_completed", "tail_test_accur
                "total_client_train_gflops", "client_train_gflops_per_update", "flop_saving_pct",
                "pruning_ratio_mean", "wall_time_sec", "simulated_time_sec")
 STAT_COLUMNS = RUN_COLUMNS[3:]
+# After them in runs.csv: how the tail was taken (the display marks the tail accuracy instead).
+RUN_FLAGS = ("tail_rounds", "evaluated_rounds", "tail_warmup")
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, int]:
@@ -58,7 +79,7 @@ def run_table(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
     order = {label: i for i, label in enumerate(label_order(table))}
     table = table.sort_values(["label", "seed"], key=lambda c: c.map(order) if c.name == "label"
                               else c, kind="stable")
-    return table[[c for c in RUN_COLUMNS if c in table]].reset_index(drop=True)
+    return table[[c for c in RUN_COLUMNS + RUN_FLAGS if c in table]].reset_index(drop=True)
 
 
 def label_stats(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
@@ -83,9 +104,11 @@ def method_table(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
     The headline is the tail accuracy (mean of the last tail_rounds evaluated rounds); the
     final round is one noisy draw and the best round is selected on the test set. Accuracies
     and rounds carry their CI over seeds; costs show the mean (their CIs are in label_stats).
-    With one seed only the mean is shown.
+    With one seed only the mean is shown. The last two columns flag an experiment whose runs'
+    tail averages warm-up rounds (any of them) and one with fewer than MIN_SEEDS seeds.
     """
     stat = label_stats(runs, target_accuracy).set_index(["label", "metric"])
+    warmup = runs.summaries.groupby("label")["tail_warmup"].any()
     rows = []
     for label in dict.fromkeys(stat.index.get_level_values("label")):
         s = stat.loc[label]
@@ -103,8 +126,40 @@ def method_table(runs: RunTable, target_accuracy: float = 90.0) -> pd.DataFrame:
             "Client GFLOP an update": _fmt(s, "client_train_gflops_per_update", 2, ci=False),
             "FLOP saving (%)": _fmt(s, "flop_saving_pct", 1, ci=False),
             "Wall time (s)": _fmt(s, "wall_time_sec", 1, ci=False),
+            WARMUP_FLAG: bool(warmup.get(label, False)),
+            FEW_SEEDS_FLAG: int(s["seeds"].iloc[0]) < MIN_SEEDS,
         })
     return pd.DataFrame(rows)
+
+
+def methods_display(table: pd.DataFrame, aliases: dict[str, str]) -> pd.DataFrame:
+    """method_table as printed: short labels, the flags as marks on the tail accuracy and the
+    seeds (footnotes in attrs, written under the table by write_table)."""
+    return _marked(table, aliases, "Tail acc. (%)", "Seeds")
+
+
+def _marked(table: pd.DataFrame, aliases: dict[str, str], tail: str,
+            seeds: str) -> pd.DataFrame:
+    """`table` with WARMUP_FLAG / FEW_SEEDS_FLAG turned into marks on its `tail` and `seeds`
+    columns, its Method column in short labels, and the footnotes of the marks it uses."""
+    shown = table.drop(columns=[WARMUP_FLAG, FEW_SEEDS_FLAG]).astype(object)
+    shown["Method"] = [_short(aliases, label) for label in table["Method"]]
+    shown[tail] = [_mark(v, f, WARMUP_MARK) for v, f in zip(shown[tail], table[WARMUP_FLAG])]
+    shown[seeds] = [_mark(v, f, FEW_SEEDS_MARK)
+                    for v, f in zip(shown[seeds], table[FEW_SEEDS_FLAG])]
+    shown.attrs["footnotes"] = [FOOTNOTES[m] for m, flag in ((WARMUP_MARK, WARMUP_FLAG),
+                                                             (FEW_SEEDS_MARK, FEW_SEEDS_FLAG))
+                                if table[flag].any()]
+    return shown
+
+
+def _mark(value, flagged: bool, mark: str) -> str:
+    return f"{value} {mark}" if flagged else str(value)
+
+
+def _short(aliases: dict[str, str], label: str) -> str:
+    """A label's one-line short form (the label itself when it has none)."""
+    return aliases.get(label, label).replace("\n", " ")
 
 
 def _fmt(s: pd.DataFrame, metric: str, digits: int, ci: bool = True) -> str:
@@ -132,29 +187,52 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str,
     """Write `df` as <name>.csv, <name>.md and <name>.tex (booktabs) in out_dir; return the paths.
 
     The CSV keeps full precision; Markdown and LaTeX show `shown` (default: `df`) with numbers
-    as _display_frame formats them.
+    as _display_frame formats them, and under the table the footnotes in shown.attrs (what its
+    marks mean).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     df.to_csv(paths["csv"], index=False)
-    shown = _display_frame(df if shown is None else shown)
+    shown = df if shown is None else shown
+    footnotes = list(shown.attrs.get("footnotes", []))
+    shown = _display_frame(shown)
     right = _is_numeric_column(shown)
     align = ["right" if r else "left" for r in right]
     # No number parsing: tabulate would otherwise turn a formatted "1.0" back into "1.00".
     markdown = shown.map(markdown_escape).rename(columns=markdown_escape)
     paths["md"].write_text(markdown.to_markdown(index=False, disable_numparse=True,
-                                                colalign=align) + "\n")
+                                                colalign=align) + "\n"
+                           + "".join(f"\n{markdown_escape(note)}\n" for note in footnotes))
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex",
                                                                                  axis=1)
     tex = styler.to_latex(hrules=True, column_format="".join("r" if r else "l" for r in right))
+    if footnotes:  # below the tabular, as wide as the text: a float's caption area
+        tex += "\\par\\smallskip{\\footnotesize\n" + "".join(
+            _latex_text(note) + "\\par\n" for note in footnotes) + "}\n"
     # Signs as LaTeX commands, so the table compiles whatever the engine's input encoding; a
     # written "--" stays two hyphens (LaTeX would print an en dash).
     tex = tex.replace("--", "-{}-")
-    for char, command in (("±", r"$\pm$"), ("×", r"$\times$"), ("–", "--")):
+    for char, command in _LATEX_SIGNS:
         tex = tex.replace(char, command)
     paths["tex"].write_text(tex)
     return paths
+
+
+# What _display_frame's text holds, as LaTeX (a mark a superscript on the number it follows).
+_LATEX_SIGNS = (("±", r"$\pm$"), ("×", r"$\times$"), ("–", "--"), ("Δ", r"$\Delta$"),
+                (f" {WARMUP_MARK}", r"$^{\dagger}$"), (f" {FEW_SEEDS_MARK}", r"$^{\ddagger}$"),
+                (WARMUP_MARK, r"$^{\dagger}$"), (FEW_SEEDS_MARK, r"$^{\ddagger}$"))
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def _latex_text(text: str) -> str:
+    """Prose for a LaTeX file: its special characters escaped."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
 # Markdown's punctuation that can mean markup inside a table cell (emphasis, code, links, HTML,
@@ -180,15 +258,18 @@ def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_numeric_column(shown: pd.DataFrame) -> list[bool]:
-    """Per column: does a cell start with a digit (a number, "93.00 ± 0.45")? Those align right."""
-    return [bool(shown[c].str.match(r"\d").any()) for c in shown.columns]
+    """Per column: does a cell start with a number ("93.00 ± 0.45", "-1.90 ± 0.04")? Those
+    align right."""
+    return [bool(shown[c].str.match(r"[-+]?\d").any()) for c in shown.columns]
 
 
 def width_table(runs: RunTable) -> pd.DataFrame:
     """Per method and deployed width (summary.json's `widths`, run/widths.py): the tail
     accuracy (mean ± 95% CI over seeds), the width's kept fraction and training MFLOP a sample;
-    the full width the server holds first. Empty when no run evaluated its widths."""
+    the full width the server holds first; the flags of method_table. Empty when no run
+    evaluated its widths."""
     rows = []
+    warmup = runs.summaries.groupby("label")["tail_warmup"].any()
     for label in label_order(runs.summaries):
         group = runs.summaries[runs.summaries.label == label]
         entries = [w for ws in group.get("widths", pd.Series(dtype=object)).dropna()
@@ -205,10 +286,15 @@ def width_table(runs: RunTable) -> pd.DataFrame:
                          "MFLOP a sample": f"{ws[0]['train_flops_per_sample'] / 1e6:.2f}",
                          "Tail acc. (%)": (f"{mean:.2f}" if np.isnan(half)
                                            else f"{mean:.2f} ± {half:.2f}"),
-                         "Seeds": n})
+                         "Seeds": n, WARMUP_FLAG: bool(warmup.get(label, False)),
+                         FEW_SEEDS_FLAG: n < MIN_SEEDS})
     return pd.DataFrame(rows, columns=["Method", "Width", "Kept fraction", "MFLOP a sample",
-                                       "Tail acc. (%)", "Seeds"])
+                                       "Tail acc. (%)", "Seeds", WARMUP_FLAG, FEW_SEEDS_FLAG])
 
+
+def widths_display(table: pd.DataFrame, aliases: dict[str, str]) -> pd.DataFrame:
+    """width_table as printed: short labels, flags as marks (methods_display)."""
+    return _marked(table, aliases, "Tail acc. (%)", "Seeds")
 
 
 # The runs table as printed (runs.md, .tex, the report): a header with its unit for each of
@@ -227,17 +313,27 @@ RUN_HEADERS = {"run_name": ("Run", None), "label": ("Method", None), "seed": ("S
                "simulated_time_sec": ("Simulated (s)", 0)}
 
 
-def runs_display(table: pd.DataFrame) -> pd.DataFrame:
-    """run_table as printed: RUN_HEADERS' names, each number with its digits, '–' if missing."""
+def runs_display(table: pd.DataFrame, aliases: dict[str, str] | None = None) -> pd.DataFrame:
+    """run_table as printed: RUN_HEADERS' names, each number with its digits, '–' if missing,
+    methods in their short labels (`aliases`), a tail that averages warm-up rounds marked (its
+    footnote in attrs)."""
     shown = pd.DataFrame(index=table.index)
-    for column in table.columns:
+    for column in (c for c in table.columns if c not in RUN_FLAGS):
         header, digits = RUN_HEADERS.get(column, (column, 2))
         values = table[column]
         if digits is None or not pd.api.types.is_numeric_dtype(values):
             shown[header] = values.astype(object).where(values.notna(), "–").astype(str)
         else:
             shown[header] = ["–" if pd.isna(v) else f"{float(v):,.{digits}f}" for v in values]
-    return shown.reset_index(drop=True)
+    if aliases and "label" in table:
+        shown["Method"] = [_short(aliases, label) for label in table["label"]]
+    warmup = table.get("tail_warmup", pd.Series(False, index=table.index)).astype(bool)
+    if "tail_test_accuracy" in table:
+        header = RUN_HEADERS["tail_test_accuracy"][0]
+        shown[header] = [_mark(v, f, WARMUP_MARK) for v, f in zip(shown[header], warmup)]
+    shown = shown.reset_index(drop=True)
+    shown.attrs["footnotes"] = [FOOTNOTES[WARMUP_MARK]] if warmup.any() else []
+    return shown
 
 
 _COLOUR_NAMES = ("blue", "orange", "green", "red", "violet", "tan", "pink", "grey", "yellow",
@@ -249,15 +345,62 @@ _LINE_NAMES = {"-": "solid", "--": "dashed", "-.": "dash-dot", ":": "dotted"}
 
 
 def legend_table(runs: RunTable, baseline: str = BASELINE_LABEL) -> pd.DataFrame:
-    """The figures' legend key: per method its short label, its style (a grey-scale print
-    still tells the markers apart), its full label as the tables write it, and its seeds."""
+    """The key to the figures' legends and the printed tables: per method its short label, its
+    style in the figures (a grey-scale print still tells the markers apart), its full label (as
+    the CSVs write it), and its seeds."""
     labels = label_order(runs.summaries)
     styles, aliases = method_styles(labels, baseline), label_aliases(runs.summaries)
     palette = {tuple(c): name for c, name in zip(sns.color_palette("colorblind", 10),
                                                  _COLOUR_NAMES)}
     seeds = runs.summaries.groupby("label")["seed"].nunique()
     return pd.DataFrame([{
-        "Legend": aliases[k].replace("\n", " "),
+        "Short label": _short(aliases, k),
         "Style": f"{palette.get(tuple(styles[k].color), 'colour')} "
                  f"{_MARKER_NAMES[styles[k].marker]}, {_LINE_NAMES[styles[k].linestyle]}",
         "Method (full label)": k, "Seeds": int(seeds.get(k, 0))} for k in labels])
+
+
+def flag_notes(runs: RunTable, most: int = 6) -> list[str]:
+    """The analysis notes on what the tables mark: the runs whose tail averages warm-up rounds,
+    the experiments with fewer than MIN_SEEDS seeds; one line each, none when nothing is
+    marked. Methods are named by their short labels (the tables'), `most` at most a line."""
+    s, notes = runs.summaries, []
+    aliases, labels = label_aliases(s), label_order(s)
+
+    def experiments(chosen: list[str], detail=lambda label: "") -> str:
+        if len(chosen) == len(labels):
+            return f"every experiment ({len(labels)})"
+        names = [_short(aliases, k) + detail(k) for k in chosen[:most]]
+        more = f" and {len(chosen) - most} more" if len(chosen) > most else ""
+        return f"{len(chosen)} of {len(labels)} experiments ({', '.join(names)}{more})"
+
+    warm = s[s["tail_warmup"]] if "tail_warmup" in s else s.iloc[:0]
+    if len(warm):
+        spans = [(f"all {n} of their evaluated rounds" if tail >= n
+                  else f"their last {tail:.0f} of {n} evaluated rounds")
+                 + (f" ({count} runs)" if count < len(warm) else "")
+                 for (tail, n), count in warm.groupby(["tail_rounds", "evaluated_rounds"]).size()
+                 .sort_index(ascending=[True, False]).items()]
+        asked = sorted(set(warm.get("tail_rounds_asked", pd.Series(dtype=float)).dropna()))
+        notes.append(
+            f"Tail includes warm-up rounds (marked {WARMUP_MARK} in the tables): {len(warm)} of "
+            f"{len(s)} runs, in {experiments(list(dict.fromkeys(warm['label'])))}, average "
+            f"{' or '.join(spans)}"
+            + (f" (tail_rounds = {', '.join(f'{a:.0f}' for a in asked)})" if asked else "")
+            + ". A tail is marked when it averages more than half of the run's evaluated "
+              "rounds: it is not a plateau, so compare these runs only with runs of the same "
+              "length, or run more rounds.")
+    seeds = s.groupby("label")["seed"].nunique()
+    few = [k for k in labels if seeds[k] < MIN_SEEDS]
+    if few:
+        counts = sorted(set(seeds[few]))
+        where = (f"every experiment ({len(labels)}) has {counts[0]} seed"
+                 f"{'s' if counts[0] > 1 else ''}"
+                 if len(few) == len(labels) and len(counts) == 1 else
+                 experiments(few, lambda k: f": {seeds[k]} seed{'s' if seeds[k] > 1 else ''}")
+                 + " have fewer")
+        notes.append(
+            f"Fewer than {MIN_SEEDS} seeds (marked {FEW_SEEDS_MARK} in the tables): {where}. "
+            f"A 95% interval over 2 seeds is ±12.71 standard errors and over 1 there is none: "
+            f"run {MIN_SEEDS} seeds or more (SEEDS=\"0 1 2\") before comparing methods.")
+    return notes

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # not pyplot: no global state, works under any backend
 from matplotlib.ticker import MaxNLocator
 
@@ -146,48 +147,97 @@ def diagnostics_figures(diagnostics: pd.DataFrame, run_dir: Path,
     return out
 
 
-def width_figures(widths: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:
-    """width_accuracy.png (structured runs, from widths.csv): left, each deployed width's
-    accuracy over the rounds it was evaluated (a colour per width, light to dark as it widens;
-    lines join consecutive evaluations only) against the full width the server holds (black);
-    right, each width's tail accuracy against its training FLOPs a sample."""
+# A style per deployed width, told apart in a grey-scale print too: seaborn's colour-blind
+# palette, a marker and a line style each (widths i and i + 4 share no line style and marker).
+WIDTH_COLOURS = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4",
+                 "#949494", "#ece133", "#56b4e9")
+WIDTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+WIDTH_LINES = ("-", "--", "-.", ":")
+WIDTH_FIGURE = (7.0, 2.9)  # inches, before the legend: the printed size (analysis.display_width)
+LEGEND_PT = 9.0  # the width figure's legend and labels, at the printed size
+
+
+def width_styles(ratios) -> dict[float, dict]:
+    """{ratio: matplotlib line keywords}: the full width the server holds (ratio 0) a thick
+    black line with stars; the others, widest first, colour, marker and line style i."""
+    styles = {0.0: {"color": "black", "marker": "*", "linestyle": "-", "lw": 2.0, "ms": 7}}
+    for i, ratio in enumerate(sorted(r for r in ratios if r > 0)):
+        styles[ratio] = {"color": WIDTH_COLOURS[i % len(WIDTH_COLOURS)],
+                         "marker": WIDTH_MARKERS[i % len(WIDTH_MARKERS)],
+                         "linestyle": WIDTH_LINES[i % len(WIDTH_LINES)], "lw": 1.3, "ms": 4.5}
+    return styles
+
+
+def width_figure(widths: pd.DataFrame, title: str = "") -> Figure | None:
+    """The figure of width_figures (None with fewer than two widths): left, each deployed
+    width's accuracy over the rounds it was evaluated (lines join consecutive evaluations
+    only) beside the full width the server holds; right, each width's mean accuracy against
+    its training FLOPs a sample; one legend under both, in type readable at print size."""
     if widths.empty or widths.ratio.nunique() < 2:
-        return {}
-    fig = Figure(figsize=(11, 4.2))
+        return None
+    fig = Figure(figsize=WIDTH_FIGURE, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure the legend with
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ratios = sorted(r for r in widths.ratio.unique() if r > 0)
-    shade = colormaps["viridis"]
-    colour = {r: shade(0.15 + 0.7 * i / max(1, len(ratios) - 1))
-              for i, r in enumerate(sorted(ratios, reverse=True))}
-    colour[0.0] = "black"
+    styles = width_styles(widths.ratio.unique())
     rounds = sorted(widths["round"].unique())
     position = {r: i for i, r in enumerate(rounds)}
-    for ratio in [0.0, *ratios]:
+    for ratio, style in styles.items():
         group = widths[widths.ratio == ratio].sort_values("round")
         name = "full width (server)" if ratio == 0 else f"ratio {ratio:.2f}"
         # a break wherever the evaluated rounds skip one, so no line bridges a gap
         runs = (group["round"].map(position).diff() != 1).cumsum()
         for k, (_, piece) in enumerate(group.groupby(runs)):
-            left.plot(piece["round"], piece["test_accuracy"], marker="o", ms=3,
-                      lw=2 if ratio == 0 else 1, color=colour[ratio],
-                      label=name if k == 0 else None)
-    left.set(xlabel="Round", ylabel="Test accuracy (%)", title="Accuracy at each deployed width")
-    left.grid(alpha=0.3)
+            left.plot(piece["round"], piece["test_accuracy"], label=name if k == 0 else None,
+                      zorder=2 if ratio == 0 else 3, **style)  # thin lines over the thick
+    left.set_xlabel("Round", fontsize=LEGEND_PT)
+    left.set_ylabel("Test accuracy (%)", fontsize=LEGEND_PT)
+    left.set_title("Accuracy at each deployed width", fontsize=LEGEND_PT)
     tail = widths.groupby("ratio").agg(acc=("test_accuracy", "mean"),
                                        flops=("train_flops_per_sample", "first"))
-    for ratio, row in tail.iterrows():
-        right.scatter(row.flops / 1e6, row.acc, color=colour[ratio], s=40 if ratio else 70,
-                      marker="*" if ratio == 0 else "o", zorder=3)
     right.plot(tail.flops / 1e6, tail.acc, color="grey", lw=0.8, zorder=1)
-    right.set(xlabel="Training MFLOP a sample at that width",
-              ylabel="Mean over the evaluated rounds (%)", title="Accuracy against compute")
-    right.grid(alpha=0.3)
+    for ratio, row in tail.iterrows():
+        style = styles[ratio]
+        right.plot(row.flops / 1e6, row.acc, color=style["color"], marker=style["marker"],
+                   ms=style["ms"] + 2, linestyle="none", zorder=3)
+    right.set_xlabel("Training MFLOP a sample", fontsize=LEGEND_PT)
+    right.set_ylabel("Mean over evaluations (%)", fontsize=LEGEND_PT)
+    right.set_title("Accuracy against compute", fontsize=LEGEND_PT)
+    for ax in (left, right):
+        ax.tick_params(labelsize=LEGEND_PT)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=LEGEND_PT, parse_math=False)
     handles, labels = left.get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
-               frameon=False)
-    out = {"width_accuracy": _save(fig, run_dir / "width_accuracy.png", title)}
-    return out
+    _legend_under(fig, handles, labels)
+    return fig
+
+
+def _legend_under(fig: Figure, handles: list, labels: list[str]) -> None:
+    """The legend under the axes, in as many columns as fit the figure's width (five at
+    most), the figure made taller by its height so the axes keep theirs."""
+    renderer = fig.canvas.get_renderer()
+    legend = None
+    for ncols in range(min(5, len(handles)), 0, -1):
+        if legend is not None:
+            legend.remove()
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols,
+                            fontsize=LEGEND_PT, frameon=False, handlelength=2.6)
+        if legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            break
+    fig.set_figheight(fig.get_figheight() + legend.get_window_extent(renderer).height / fig.dpi
+                      + 0.05)
+
+
+def width_figures(widths: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:
+    """width_accuracy.png (structured runs, from widths.csv): width_figure at 300 DPI; {}
+    with fewer than two widths."""
+    fig = width_figure(widths, title)
+    if fig is None:
+        return {}
+    path = run_dir / "width_accuracy.png"
+    fig.savefig(path, dpi=DPI)  # the whole figure, its size the printed one
+    return {"width_accuracy": path}
 
 
 def client_figures(clients: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:

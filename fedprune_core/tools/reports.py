@@ -10,8 +10,8 @@ PDF
     Chosen over nbconvert's LaTeX route because it needs a smaller system install
     (~414 MB vs ~596 MB for texlive-xetex + fonts + pandoc on Debian 12), is faster
     (~0.6-1.7 s per report in-process, ~2 s via the CLI) and renders what the HTML report
-    shows (A4 pages, long code lines wrapped, wide tables fitted, figures not split,
-    headings kept with what follows: print_layout.py).  nbconvert's
+    shows (A4 pages, long code lines wrapped, tables in 8 pt type with wide ones on landscape
+    pages, figures not split, headings kept with what follows: print_layout.py).  nbconvert's
     ``webpdf`` exporter is not used: its Playwright backend only finds its own downloaded
     browser, which cannot be fetched offline.  Install the browser with
     ``make pdf-deps`` (runs ``scripts/install_pdf_deps.sh``).  ``FEDPRUNE_CHROMIUM`` may
