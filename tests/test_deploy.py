@@ -8,8 +8,11 @@ waits on a clock: the processes are waited for, and a killed SuperNode is declar
 SuperLink's own heartbeat check (its patience is 2 x 30 s).
 """
 
+import contextlib
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +195,71 @@ def test_a_crashed_server_resumes_and_a_killed_node_is_a_missing_update(tmp_path
     simulate(results, "reference", without_dropped)
     assert_same_numbers(run_dir, results / "reference")  # the simulation's numbers, exactly
     assert pd.read_csv(results / "reference" / "clients.csv").node_time_sec.isna().all()
+
+
+def test_a_secure_deployment_gives_the_same_numbers_and_refuses_strangers(tmp_path):
+    """`deploy --tls`: a CA, the SuperLink's certificate and a key pair per SuperNode made for
+    the run; the SuperLink speaks TLS and admits only the registered SuperNodes; the numbers
+    are the simulation's (so the insecure deployment's). Then, against a SuperLink with TLS and
+    authentication: a SuperNode whose key was never registered is refused with Flower's words,
+    and a client without the CA gets one line saying what it needs."""
+    import socket
+    import time
+
+    from fedprune_core.deploy import tls
+
+    results = tmp_path / "results"
+    out = deploy(results, "secure", "--tls")
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    keys = results / ".deploy" / "secure" / "tls"
+    assert {p.name for p in keys.iterdir()} >= {"ca.crt", "server.pem", "server.key",
+                                                *(f"node-{i}.key" for i in range(NODES))}
+    assert (keys / "node-0.key").stat().st_mode & 0o077 == 0  # private keys: this user only
+    log = (results / ".deploy" / "secure" / "logs" / "superlink.log").read_text()
+    assert "https://127.0.0.1" in log and "\x1b[" not in log  # TLS; no colour codes
+    simulate(results, "reference")
+    assert_same_numbers(results / "secure", results / "reference")
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    made = tls.local_keys(tmp_path / "keys", 1)
+    port = free_port()
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "home"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    bin_dir = Path(sys.executable).parent
+    link = subprocess.Popen(
+        [bin_dir / "flower-superlink", "--ssl-ca-certfile", made["ca"], "--ssl-certfile",
+         made["cert"], "--ssl-keyfile", made["key"], "--enable-supernode-auth", "--host",
+         "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while link.poll() is None:  # until it listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        # its output to a file: the helpers it starts keep a pipe open after it exits
+        with open(tmp_path / "stranger.log", "w") as out:
+            stranger = subprocess.Popen(
+                [bin_dir / "flower-supernode", "--superlink", f"127.0.0.1:{port}",
+                 "--root-certificates", made["ca"], "--auth-supernode-private-key",
+                 made["nodes"][0][0], "--host", "127.0.0.1", "--port", str(free_port())],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert stranger.wait(timeout=SAFETY_LIMIT_SEC) != 0
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(stranger.pid, signal.SIGKILL)  # and the SuperExec it started
+        assert "Failed to activate SuperNode" in (tmp_path / "stranger.log").read_text()
+        client = deploy(results, "no-ca", "--superlink", f"127.0.0.1:{port}")
+        assert client.returncode == 2
+        lines = client.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: flwr run could not start")
+        assert "--root_certificates" in lines[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(link.pid, signal.SIGKILL)
+        link.wait()

@@ -30,6 +30,11 @@ def add_deploy_flags(parser: argparse.ArgumentParser) -> None:
                        help="Submit to this running SuperLink (its SuperNodes run elsewhere, "
                             "started with node-index/num-nodes) instead of starting one and the "
                             "nodes here.")
+    group.add_argument("--tls", action="store_true",
+                       help="The local deployment over TLS, with SuperNode authentication: a CA, "
+                            "the SuperLink's certificate and one key pair per SuperNode are made "
+                            "in the run's .deploy folder; only the registered SuperNodes may "
+                            "connect.")
     group.add_argument("--root_certificates", metavar="CA.pem",
                        help="With --superlink: the CA certificate of its TLS (without it the "
                             "connection is insecure).")
@@ -54,6 +59,7 @@ def add_deploy_flags(parser: argparse.ArgumentParser) -> None:
 class Options:
     nodes: int
     superlink: Optional[str]
+    tls: bool
     root_certificates: Optional[str]
     state_dir: Optional[str]
     round_timeout: float
@@ -88,7 +94,10 @@ class Options:
                               "runs on 127.0.0.1 without TLS)")
         if args.crash_after_round < 0:
             raise bad("crash_after_round", args.crash_after_round, "a round >= 1 (0: off)")
-        return cls(args.nodes, args.superlink, args.root_certificates, args.state_dir,
+        if args.tls and args.superlink:
+            raise ConfigError("tls: only for the SuperLink and SuperNodes this command starts "
+                              "(with --superlink, pass its CA as --root_certificates)")
+        return cls(args.nodes, args.superlink, args.tls, args.root_certificates, args.state_dir,
                    args.round_timeout, args.node_wait, kill, args.crash_after_round)
 
 

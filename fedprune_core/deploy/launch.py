@@ -20,6 +20,7 @@ import os
 import queue
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ from typing import Optional
 
 from ..errors import CommandError
 from ..run.guard import OWNER_ENV, lock_run_dir
-from . import package
+from . import package, tls
 from .command import Options, parse_address
 from .supervisor import AppWatch, Supervisor, plain
 
@@ -49,6 +50,7 @@ class Deployment:
         self.run_dir = Path(cfg.results_dir) / cfg.run_name
         self.work: Optional[Path] = None
         self.supervisor: Optional[Supervisor] = None
+        self.keys: Optional[dict] = None  # deploy --tls: tls.local_keys
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         self.owner_env: dict[str, str] = {}
         self.run_id: Optional[str] = None  # Flower's, once `flwr run` has started it
@@ -82,6 +84,8 @@ class Deployment:
             self.work = Path(self._tmp.name)
             (self.work / "logs").mkdir()
         self.supervisor = Supervisor(self.work / "logs", self._env)
+        if self.opts.tls:  # fresh keys for every deployment
+            self.keys = tls.local_keys(self.work / "tls", self.opts.nodes)
         try:
             address = self.opts.superlink or self._start_superlink()
             check_reachable(address)
@@ -136,9 +140,14 @@ class Deployment:
 
     def _start_superlink(self) -> str:
         port = free_port()
-        proc = self.supervisor.spawn("superlink", [tool("flower-superlink"), "--insecure", "--host",
-                                         "127.0.0.1", "--port", str(port),
-                                         "--disable-runtime-dependency-installation"])
+        security = ["--insecure"]
+        if self.keys:  # TLS, and only registered SuperNodes admitted
+            security = ["--ssl-ca-certfile", str(self.keys["ca"]), "--ssl-certfile",
+                        str(self.keys["cert"]), "--ssl-keyfile", str(self.keys["key"]),
+                        "--enable-supernode-auth"]
+        proc = self.supervisor.spawn("superlink", [
+            tool("flower-superlink"), *security, "--host", "127.0.0.1", "--port", str(port),
+            "--disable-runtime-dependency-installation"])
         deadline = time.monotonic() + START_LIMIT_SEC
         while not listening("127.0.0.1", port):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -161,9 +170,25 @@ class Deployment:
                                    f"carry it); allowed: a path without '", 2)
         text = " ".join(f"{k}='{v}'" if isinstance(v, str) else f"{k}={v}"
                         for k, v in config.items())
+        security = ["--insecure"]
+        if self.keys:
+            private, public = self.keys["nodes"][index]
+            self._register(public, address)
+            security = ["--root-certificates", str(self.keys["ca"]),
+                        "--auth-supernode-private-key", str(private)]
         self.supervisor.spawn(f"supernode-{index}", [
-            tool("flower-supernode"), "--insecure", "--superlink", address, "--host",
+            tool("flower-supernode"), *security, "--superlink", address, "--host",
             "127.0.0.1", "--port", str(free_port()), "--node-config", text])
+
+    def _register(self, public_key: Path, address: str) -> None:
+        """`flwr supernode register`: the SuperLink admits this key's SuperNode."""
+        package.write_flower_config(self.work / "flwr-home", address, str(self.keys["ca"]))
+        done = subprocess.run([tool("flwr"), "supernode", "register", str(public_key),
+                               package.CONNECTION], env=self._env(), capture_output=True,
+                              text=True, timeout=START_LIMIT_SEC)
+        if done.returncode != 0 or "registered successfully" not in done.stdout:
+            raise DeployFailed(f"the SuperLink did not register {public_key.name}: "
+                               + " | ".join(plain(done.stdout + done.stderr).split("\n")[-4:]))
 
     @property
     def status_file(self) -> Path:
@@ -173,7 +198,8 @@ class Deployment:
         """`flwr run --stream`: its output shown here (and in logs/flwr-run.log); the
         ServerApp's last line (and, here, its outcome file) says how the run ended."""
         package.write_flower_config(self.work / "flwr-home", address,
-                                    self.opts.root_certificates)
+                                    str(self.keys["ca"]) if self.keys
+                                    else self.opts.root_certificates)
         self.status_file.unlink(missing_ok=True)
         run_config = package.write_run_config(
             self.work / "run_config.toml", self.cfg.to_dict(), self.opts.nodes,
@@ -226,7 +252,10 @@ class Deployment:
             print(f"Run folder: {outcome['run_dir']}", flush=True)
             return 0
         if not started:
-            raise DeployFailed("flwr run could not start the app: " + " | ".join(tail[-5:]), 2)
+            hint = ("; a SuperLink with TLS needs its CA: --root_certificates CA.pem"
+                    if self.opts.superlink and not self.opts.root_certificates else "")
+            raise DeployFailed("flwr run could not start the app: " + " | ".join(tail[-5:])
+                               + hint, 2)
         raise DeployFailed("the ServerApp stopped before the run finished; the last finished "
                            "round's checkpoint is kept: continue with --resume"
                            + (f" (logs: {self.work / 'logs'})" if self.local else ""))
