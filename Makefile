@@ -34,6 +34,7 @@ BATCH_FLAGS = --seeds $(SEEDS) --name $(BATCH) $(RUN_FLAGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-deps ablations width-study width-study-early horizon reproduce analysis \
+	bench-seed \
 	report report-pdf pdf-deps lab bench \
 	notebooks \
 	strip-notebooks deploy
@@ -51,6 +52,7 @@ help:
 	@echo "  make report-pdf   the same as PDF (installs headless Chromium)"
 	@echo "  make lab          JupyterLab with the project's kernel"
 	@echo "  make bench        speed and memory benchmark into results/bench/bench.json"
+	@echo "  make bench-seed   the default run beside the seed's own code (SEED_REPO=path)"
 	@echo "  make notebooks    regenerate the notebooks and the READMEs' parameter table from the config"
 	@echo "  make deploy       the experiment on a Flower deployment: SuperLink + NODES=4 SuperNodes here"
 
@@ -172,6 +174,12 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/seed.py $(if $(SEED_REPO),--seed-repo $(SEED_REPO))
+
+# The suite beside the seed's own code (github.com/thiefcoder/fedprune-sparse, a checkout at
+# SEED_REPO), at 5, 10 and 20 rounds, alternated: results/bench/seed.json. About 30 minutes.
+bench-seed: $(STAMP)
+	$(PY) benchmarks/seed.py $(if $(SEED_REPO),--seed-repo $(SEED_REPO))
 
 notebooks: $(STAMP)
 	$(PY) scripts/build_notebooks.py

@@ -228,3 +228,39 @@ def test_bench_options_parse(argv):
     args = bench.parse_args(argv)
     assert args.quick == ("--quick" in argv)
     assert args.threads == (3 if "--threads" in argv else 0)
+
+
+STUB_SEED = '''"""A stand-in for the seed's run_simulation.py: its command line, a second of work."""
+import argparse, pathlib, time
+p = argparse.ArgumentParser()
+p.add_argument("--rounds", type=int); p.add_argument("--data_root"); p.add_argument("--results_dir")
+a = p.parse_args()
+pathlib.Path(a.results_dir).mkdir(parents=True, exist_ok=True)
+block = bytearray(64 * 2**20)  # 64 MB resident: the peak the benchmark must see
+for i in range(0, len(block), 4096):
+    block[i] = 1
+(pathlib.Path(a.results_dir) / "done").write_text(str(a.rounds))
+'''
+
+
+def test_the_seed_benchmark_runs_both_sides_alternated_and_reports_each(tmp_path, capsys):
+    """benchmarks/seed.py on 1 round, with a stub where the seed's checkout goes: both programs
+    run, each measured as its own process (never timed here)."""
+    seed = _load("seed")
+    assert seed.main(["--seed-repo", str(tmp_path / "nowhere"), "--out",
+                      str(tmp_path / "x.json")]) == 0  # absent: one line, how to get it
+    assert capsys.readouterr().out.splitlines() == [
+        f"seed comparison skipped: SEED_REPO names no checkout of the seed "
+        f"({tmp_path / 'nowhere'}); {seed.HOW_TO_GET}"]
+    (tmp_path / "stub").mkdir()
+    (tmp_path / "stub" / "run_simulation.py").write_text(STUB_SEED)
+    res = seed.compare(tmp_path / "stub", rounds=(1,), pairs=2,
+                       suite_args=("--data_fraction", "0.05", "--test_samples", "200",
+                                   "--num_clients", "4", "--clients_per_round", "2",
+                                   "--local_epochs", "1", "--num_threads", "1"))
+    row = res["rounds"]["1"]
+    assert len(row["runs"]["seed"]) == len(row["runs"]["suite"]) == 2
+    assert row["seed"]["peak_rss_mb"] >= 64  # the stub's own peak, not the benchmark's
+    assert row["suite"]["cpu_sec"] > 0 and row["wall_ratio"] > 0
+    assert row["wall_ratio"] == row["seed"]["wall_sec"] / row["suite"]["wall_sec"]
+    assert seed.table(res).splitlines()[2].startswith("| 1 | ")
