@@ -220,6 +220,21 @@ what these runs show."""),
     ("code", """show_table("paired")
 if "paired" in outputs["readings"]:
     display(Markdown(analysis.tables.markdown_escape(outputs["readings"]["paired"])))"""),
+    ("md", """## Cost to accuracy
+
+What each method spent to first reach 90% and 97% of the baseline's plateau (its mean tail
+accuracy), and the target accuracy: rounds, uplink MB, client training GFLOP and simulated
+seconds (the capability profiles and the round deadline), means over the seeds that got there
+(with how many did), and the simulated time as the paired ratio to the baseline's (below 1 is
+sooner)."""),
+    ("code", 'show_table("cost_to_accuracy")'),
+    ("md", """## Accuracy at a budget
+
+Each method's accuracy (the mean of its last 5 evaluated rounds within the budget) at 25, 50 and
+100% of the baseline's total client GFLOP and uplink MB, and its paired difference from the
+baseline at the same budget: a method behind at the end may be ahead for what a device can
+afford."""),
+    ("code", 'show_table("accuracy_at_budget")'),
     ("md", """## Accuracy per round
 
 Mean test accuracy over seeds against the round, with its band; the dashed line is the target

@@ -272,7 +272,8 @@ def test_notebook_is_thin_clean_and_parameterized():
 def analysed_notebook(tmp_path_factory):
     """The analysis notebook run as `make analysis` runs it (papermill, quiet) on one batch of
     a results folder that also holds a stray run, then exported to PDF: (results, executed
-    notebook, its PDF or None). The command prints nothing: no kernel warning, no banner."""
+    notebook, its PDF or None). The command prints one line, what it wrote: no kernel warning,
+    no banner."""
     import subprocess
     import sys
 
@@ -287,7 +288,11 @@ def analysed_notebook(tmp_path_factory):
                            str(out), "-p", "results_dir", str(results), "-p", "batch",
                            "ablations", "-p", "bands", "ci95"],
                           cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done.stderr
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    # one line: what it wrote and where, nothing of the kernel or papermill
+    assert done.stdout.splitlines() == [
+        f"wrote {out} and, in {out.parent}/, {len(list(out.parent.glob('*.csv')))} tables (.csv "
+        f".md .tex) and {len(list(out.parent.glob('*.png')))} figures (.png .pdf)"]
     return results, out, export_pdf(out) if find_chromium() else None
 
 

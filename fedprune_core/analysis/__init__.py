@@ -98,8 +98,9 @@ def analyze(results_dir: str | Path = "results", out_dir: str | Path | None = No
         readings["paired"] = paired_reading(paired, aliases)
         tables["cost_to_accuracy"] = cost_to_accuracy(runs, baseline, absolute=target_accuracy)
         tables["accuracy_at_budget"] = accuracy_at_budget(runs, baseline)
-        shown["cost_to_accuracy"] = cost_display(tables["cost_to_accuracy"], baseline)
-        shown["accuracy_at_budget"] = budget_display(tables["accuracy_at_budget"], baseline)
+        shown["cost_to_accuracy"] = cost_display(tables["cost_to_accuracy"], baseline, aliases)
+        shown["accuracy_at_budget"] = budget_display(tables["accuracy_at_budget"], baseline,
+                                                     aliases)
     else:
         notes.append(f"No paired table: no runs labelled {baseline!r} (the baseline; pass "
                      f"baseline=... to compare with another label)")

@@ -130,10 +130,13 @@ def _pm(mean: float, half: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + ("" if np.isnan(half) else f" ± {half:.{digits}f}")
 
 
-def cost_display(table: pd.DataFrame, baseline: str = BASELINE_LABEL) -> pd.DataFrame:
-    """The cost table as a page shows it: costs rounded, the paired ratio with its interval."""
+def cost_display(table: pd.DataFrame, baseline: str = BASELINE_LABEL,
+                 aliases: dict | None = None) -> pd.DataFrame:
+    """The cost table as a page shows it: short labels (`aliases`), costs rounded, the paired
+    ratio with its interval."""
     ratio = f"Simulated time / {baseline}'s (paired)"
     shown = table.drop(columns=[ratio, "± (95%)"]).copy()
+    shown["Method"] = [(aliases or {}).get(m, m) for m in table["Method"]]
     for name, digits in (("Rounds", 1), ("Uplink (MB)", 1), ("Client GFLOP", 0),
                          ("Simulated time (s)", 0)):
         shown[name] = [("–" if np.isnan(v) else f"{v:,.{digits}f}") for v in table[name]]
@@ -142,11 +145,12 @@ def cost_display(table: pd.DataFrame, baseline: str = BASELINE_LABEL) -> pd.Data
     return shown
 
 
-def budget_display(table: pd.DataFrame, baseline: str = BASELINE_LABEL) -> pd.DataFrame:
+def budget_display(table: pd.DataFrame, baseline: str = BASELINE_LABEL,
+                   aliases: dict | None = None) -> pd.DataFrame:
     delta = f"Δ vs {baseline}, paired (pp)"
     return pd.DataFrame({
         "Budget": table["Budget"], "Budget value": [f"{v:,.1f}" for v in table["Budget value"]],
-        "Method": table["Method"],
+        "Method": [(aliases or {}).get(m, m) for m in table["Method"]],
         "Acc. (%)": [_pm(m, h) for m, h in zip(table["Acc. (%)"], table["Acc. ± (95%)"])],
         delta: [_pm(m, h) for m, h in zip(table[delta], table["Δ ± (95%)"])],
         "Seeds paired": table["Seeds paired"]})

@@ -426,7 +426,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     parameters = {name: _resolve_type(value) for name, value in args.parameter}
     execute_quietly(args.notebook, args.out, parameters)
+    print(wrote(args.out))
     return 0
+
+
+def wrote(out: Path) -> str:
+    """One line on what an executed notebook left beside it (make analysis: its tables as
+    .csv/.md/.tex and figures as .png/.pdf)."""
+    folder = out.parent
+    tables = sorted(p.stem for p in folder.glob("*.csv"))
+    figures = sorted(p.stem for p in folder.glob("*.png"))
+    return (f"wrote {out}" + (f" and, in {folder}/, {len(tables)} tables (.csv .md .tex) and "
+                              f"{len(figures)} figures (.png .pdf)" if tables or figures else ""))
 
 
 if __name__ == "__main__":
