@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedprune_core.config import ConfigError, ExperimentConfig
+from fedprune_core.config import ExperimentConfig
 from fedprune_core.fl.training import DivergenceError
 from fedprune_core.run import guard, loop
 from fedprune_core.run.loop import run_experiment

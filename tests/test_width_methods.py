@@ -13,9 +13,7 @@ from fedprune_core.data.catalog import DatasetInfo
 from fedprune_core.data.loading import TensorDataset
 from fedprune_core.fl import wire
 from fedprune_core.models.plan import output_classes, structured_plan, with_classes
-from fedprune_core.fl.state import ServerState
 from fedprune_core.fl.training import RoundTraining, train
-from fedprune_core.methods import build
 from fedprune_core.models.net import ParamLayout, TableNet, model_from_flat
 from fedprune_core.models.table import Layer, ModelSpec
 from fedprune_core.run.widths import evaluation_rounds, width_bins

@@ -7,7 +7,8 @@
   ceil(width x 64, 128, 256, 512) channels, each followed by the scaler (while training),
   static batch norm and ReLU, 2x2 max-pooling after the first three, then global average
   pooling and the linear output (1,556,874 parameters and 40.0 M multiply-accumulates a sample
-  on MNIST at width 1; 6,594 parameters at HeteroFL's e = 1/16).
+  on MNIST at width 1; 6,594 parameters at HeteroFL's e = 1/16). HeteroFL zeroes the linear
+  output's bias at initialisation; here PyTorch's default, as for every model.
 - `mcmahan_cnn`: the MNIST CNN of McMahan et al. 2017, "Communication-Efficient Learning of
   Deep Networks from Decentralized Data" (two 5x5 convolutions with 32 and 64 channels, each
   followed by 2x2 max-pooling, a 512-unit layer, softmax output; 1,663,370 parameters on MNIST).
