@@ -34,7 +34,11 @@ from matplotlib.ticker import (FixedLocator, FuncFormatter, LogLocator, MaxNLoca
 from scipy import stats
 
 from ..errors import ConfigError
+from ..run.plots import legend_under
 from .loading import BASELINE_LABEL, RunTable, label_aliases, label_order
+
+# the analysis figures' legends: at most 4 columns, small type (run.plots.legend_under)
+LEGEND = dict(max_cols=4, pad=0.1, fontsize="small", title_fontsize="small")
 
 FIGURE_DPI = 300
 FIGURE_WIDTH = 7.0  # inches: 2,100 px at 300 DPI, about the printed page's text width
@@ -136,7 +140,7 @@ def display_width(png: str | Path, most: int = 980) -> int:
 
 def _save(fig: Figure, out_dir: str | Path, name: str) -> dict[str, Path]:
     """Save as <name>.png (300 DPI) and <name>.pdf; return the paths. The whole figure and
-    nothing else: its size is the PNG's (the legend is inside it, see _legend_below)."""
+    nothing else: its size is the PNG's (the legend is inside it, see run.plots.legend_under)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"png": out_dir / f"{name}.png", "pdf": out_dir / f"{name}.pdf"}
@@ -159,25 +163,6 @@ def _note_figure(out_dir: str | Path, name: str, text: str) -> dict[str, Path]:
         ax.axis("off")
         ax.text(0.5, 0.5, text, ha="center", va="center")
         return _save(fig, out_dir, name)
-
-
-def _legend_below(fig: Figure, handles: list, labels: list[str], title: str | None = None):
-    """A legend under the axes, in as many columns as fit the figure's width (four at most),
-    the figure made taller by the legend's height so the axes keep theirs."""
-    width_px = fig.get_figwidth() * fig.dpi
-    renderer = fig.canvas.get_renderer()
-    legend = None
-    for ncols in range(min(4, len(handles)), 0, -1):
-        if legend is not None:
-            legend.remove()
-        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols,
-                            fontsize="small", title=title, title_fontsize="small",
-                            frameon=False)
-        if legend.get_window_extent(renderer).width <= 0.98 * width_px:
-            break
-    height = legend.get_window_extent(renderer).height / fig.dpi
-    fig.set_figheight(fig.get_figheight() + height + 0.1)
-    return legend
 
 
 def _band_handles(bands: str, target_accuracy: float | None,
@@ -305,8 +290,8 @@ def accuracy_figure(runs: RunTable, x: str, xlabel: str, target_accuracy: float 
             ax.set_ylabel("Test accuracy (%)")
         handles, texts = _method_handles(labels, styles, aliases)
         extra, extra_texts = _band_handles(bands, target_accuracy, target_at)
-        _legend_below(fig, handles + extra, texts + extra_texts,
-                      title="Mean over seeds" if bands == "none" else None)
+        legend_under(fig, handles + extra, texts + extra_texts, **LEGEND,
+                     title="Mean over seeds" if bands == "none" else None)
         return fig
 
 
@@ -371,7 +356,7 @@ def tail_figure(runs: RunTable, x: str, xlabel: str, unit: str, bands: str = "au
         handles, texts = _method_handles(labels, styles, aliases)
         for h in handles:
             h.set_linestyle("none")
-        _legend_below(fig, handles, texts, title="Mean over seeds" + (
+        legend_under(fig, handles, texts, **LEGEND, title="Mean over seeds" + (
             f"; bars: {BAND_TEXT[bands]}" if bands in BAND_TEXT else ""))
         return fig
 

@@ -209,24 +209,27 @@ def width_figure(widths: pd.DataFrame, title: str = "") -> Figure | None:
     if title:
         fig.suptitle(title, fontsize=LEGEND_PT, parse_math=False)
     handles, labels = left.get_legend_handles_labels()
-    _legend_under(fig, handles, labels)
+    legend_under(fig, handles, labels, fontsize=LEGEND_PT, handlelength=2.6)
     return fig
 
 
-def _legend_under(fig: Figure, handles: list, labels: list[str]) -> None:
-    """The legend under the axes, in as many columns as fit the figure's width (five at
-    most), the figure made taller by its height so the axes keep theirs."""
+def legend_under(fig: Figure, handles: list, labels: list[str], max_cols: int = 5,
+                 pad: float = 0.05, **legend_kw):
+    """The legend under the axes, in as many columns as fit the figure's width (`max_cols` at
+    most), the figure made `pad` inches plus the legend's height taller so the axes keep
+    theirs. Also the analysis's figures' (analysis/figures.py)."""
     renderer = fig.canvas.get_renderer()
     legend = None
-    for ncols in range(min(5, len(handles)), 0, -1):
+    for ncols in range(min(max_cols, len(handles)), 0, -1):
         if legend is not None:
             legend.remove()
         legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols,
-                            fontsize=LEGEND_PT, frameon=False, handlelength=2.6)
+                            frameon=False, **legend_kw)
         if legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
             break
     fig.set_figheight(fig.get_figheight() + legend.get_window_extent(renderer).height / fig.dpi
-                      + 0.05)
+                      + pad)
+    return legend
 
 
 def width_figures(widths: pd.DataFrame, run_dir: Path, title: str = "") -> dict[str, Path]:
