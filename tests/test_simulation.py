@@ -181,3 +181,18 @@ def test_a_run_stops_at_its_first_evaluated_round_at_the_target(tiny_config):
     summary = json.loads((res.run_dir / "summary.json").read_text())
     assert (summary["target_round"], summary["stopped_at_target"],
             summary["rounds_completed"]) == (None, False, 2)
+
+
+def test_run_metadata_names_torchvision_without_importing_it():
+    """config.json records torchvision's version (build label included) read from its
+    version.py: importing torchvision kept ~190 MB resident through the run, its peak memory."""
+    import subprocess
+    import sys
+
+    import torchvision
+
+    code = ("import sys; from fedprune_core.run.artifacts import run_metadata; "
+            "print(run_metadata()['torchvision'], 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [torchvision.__version__, "False"]

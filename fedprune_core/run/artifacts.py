@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -269,9 +272,19 @@ def write_csv(rows: list[dict], path: Path, columns=None) -> pd.DataFrame:
     return frame
 
 
-def run_metadata() -> dict[str, Any]:
-    import torchvision
+def _torchvision_version() -> str | None:
+    """torchvision's __version__ (with its build label, e.g. +cu130) read from its version.py:
+    importing torchvision for it would keep ~190 MB of its libraries resident all run."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""",
+                      path.read_text() if path.is_file() else "", re.M)
+    return found.group(1) if found else importlib.metadata.version("torchvision")
 
+
+def run_metadata() -> dict[str, Any]:
     from .. import __version__
 
     try:
@@ -282,7 +295,7 @@ def run_metadata() -> dict[str, Any]:
     return {"created": dt.datetime.now().isoformat(timespec="seconds"),
             "fedprune_core": __version__, "git_commit": commit,
             "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "platform": platform.platform(),
+            "torchvision": _torchvision_version(), "platform": platform.platform(),
             # the numbers depend on it (oneDNN's sum order), so it is recorded
             "torch_threads": torch.get_num_threads(),
             "command": " ".join(sys.argv)}
