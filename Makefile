@@ -34,7 +34,7 @@ BATCH_FLAGS = --seeds $(SEEDS) --name $(BATCH) $(RUN_FLAGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-deps ablations width-study width-study-early horizon reproduce analysis \
-	bench-seed \
+	bench-seed bench-side \
 	report report-pdf pdf-deps lab bench \
 	notebooks \
 	strip-notebooks deploy
@@ -53,6 +53,7 @@ help:
 	@echo "  make lab          JupyterLab with the project's kernel"
 	@echo "  make bench        speed and memory benchmark into results/bench/bench.json"
 	@echo "  make bench-seed   the default run beside the seed's own code (SEED_REPO=path)"
+	@echo "  make bench-side   FedAvg beside Flower's simulation; make deploy beside make run"
 	@echo "  make notebooks    regenerate the notebooks and the READMEs' parameter table from the config"
 	@echo "  make deploy       the experiment on a Flower deployment: SuperLink + NODES=4 SuperNodes here"
 
@@ -175,6 +176,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/seed.py $(if $(SEED_REPO),--seed-repo $(SEED_REPO))
+	$(MAKE) bench-side
 
 # The suite beside the seed's own code (github.com/thiefcoder/fedprune-sparse, a checkout at
 # SEED_REPO), at 5, 10 and 20 rounds, alternated: results/bench/seed.json. About 30 minutes.
@@ -196,6 +198,11 @@ $(FLOWER_STAMP): $(STAMP)
 	@$(PIP) -e '.[flower]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import flwr"
 	touch $(FLOWER_STAMP)
+
+# Whole commands side by side, alternated, 5 rounds, 2 pairs: the suite's FedAvg beside Flower's
+# simulation engine, and make deploy (4 SuperNodes) beside make run: results/bench/side.json.
+bench-side: $(FLOWER_STAMP)
+	$(PY) benchmarks/side_by_side.py
 
 deploy: $(FLOWER_STAMP)
 	$(PY) -m fedprune_core deploy --params $(PARAMS) --nodes $(NODES) $(ARGS) \

@@ -81,3 +81,41 @@ def in_process(target, args: tuple, what: str):
         return result_of(queue, [proc], what)
     finally:
         proc.join()
+
+
+def timed(argv: list[str], cwd: Path, env: dict) -> dict:
+    """Wall, CPU and peak RSS of one command run to its end in a fresh process (os.wait4: the
+    child's own rusage; CPU includes the descendants it waited for, the peak RSS is the
+    child's alone)."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): "
+                           f"{err.decode(errors='replace')[-2000:]}")
+    return {"wall_sec": wall, "cpu_sec": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024.0}
+
+
+def alternate(commands, pairs: int, env: dict) -> dict:
+    """Two commands side by side: `commands()` gives {side: (argv, cwd)} afresh for each run
+    (a new run name each time); `pairs` alternated pairs, A then B, then B then A, so a drift
+    of the machine's speed falls on both. Per side the median of each measure, and its runs."""
+    import statistics
+
+    runs: dict[str, list[dict]] = {}
+    for k in range(pairs):
+        sides = list(commands())
+        for side in (sides if k % 2 == 0 else sides[::-1]):
+            argv, cwd = commands()[side]
+            runs.setdefault(side, []).append(timed(argv, cwd, env))
+    row = {side: {m: statistics.median(r[m] for r in rs) for m in rs[0]}
+           for side, rs in runs.items()}
+    row["runs"] = runs
+    return row

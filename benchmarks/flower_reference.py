@@ -178,3 +178,17 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+if __name__ == "__main__":  # one whole process, for benchmarks/side_by_side.py
+    import argparse
+    import json
+
+    from fedprune_core.config import ExperimentConfig
+
+    parser = argparse.ArgumentParser(description="FedAvg on Flower's simulation engine")
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    args = parser.parse_args()
+    print(json.dumps(run(ExperimentConfig.from_yaml(args.params,
+                                                    overrides={"rounds": args.rounds}))))

@@ -18,33 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import alternate
+
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = (5, 10, 20)
 HOW_TO_GET = ("git clone https://github.com/thiefcoder/fedprune-sparse /path/to/seed, then "
               "make bench-seed SEED_REPO=/path/to/seed")
-
-
-def timed(argv: list[str], cwd: Path, env: dict) -> dict:
-    """Wall, CPU and peak RSS of one process run to its end (os.wait4: its own rusage)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): "
-                           f"{err.decode(errors='replace')[-2000:]}")
-    return {"wall_sec": wall, "cpu_sec": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024.0}
 
 
 def commands(seed_repo: Path, rounds: int, data_root: str, out: Path,
@@ -69,16 +53,9 @@ def compare(seed_repo: Path, rounds=ROUNDS, pairs: int = 2, data_root: str | Non
     out: dict = {"seed_repo": str(seed_repo), "pairs": pairs, "rounds": {}}
     with tempfile.TemporaryDirectory(prefix="fedprune-seed-bench-") as tmp:
         for n in rounds:
-            runs = {"seed": [], "suite": []}
-            for k in range(pairs):
-                order = ("seed", "suite") if k % 2 == 0 else ("suite", "seed")
-                for side in order:
-                    argv, cwd = commands(seed_repo, n, data_root, Path(tmp), suite_args)[side]
-                    runs[side].append(timed(argv, cwd, env))
-            row = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                   for side, rs in runs.items()}
+            row = alternate(lambda: commands(seed_repo, n, data_root, Path(tmp), suite_args),
+                            pairs, env)
             row["wall_ratio"] = row["seed"]["wall_sec"] / row["suite"]["wall_sec"]
-            row["runs"] = runs
             out["rounds"][str(n)] = row
     return out
 

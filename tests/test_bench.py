@@ -264,3 +264,35 @@ def test_the_seed_benchmark_runs_both_sides_alternated_and_reports_each(tmp_path
     assert row["suite"]["cpu_sec"] > 0 and row["wall_ratio"] > 0
     assert row["wall_ratio"] == row["seed"]["wall_sec"] / row["suite"]["wall_sec"]
     assert seed.table(res).splitlines()[2].startswith("| 1 | ")
+
+
+def test_alternate_runs_the_pairs_in_both_orders_and_takes_medians(tmp_path):
+    """common.alternate: A/B then B/A, one fresh process a run, medians of each side's runs."""
+    common = _load("common")
+    log = tmp_path / "order"
+    step = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
+            "p.write_text(p.read_text() + sys.argv[2] if p.exists() else sys.argv[2])")
+    sides = lambda: {s: ([sys.executable, "-c", step, str(log), s], tmp_path) for s in "ab"}
+    row = common.alternate(sides, pairs=3, env=dict(os.environ))
+    assert log.read_text() == "abbaab"
+    assert [len(row["runs"][s]) for s in "ab"] == [3, 3]
+    walls = sorted(r["wall_sec"] for r in row["runs"]["a"])
+    assert row["a"]["wall_sec"] == walls[1] and row["a"]["peak_rss_mb"] > 0
+
+
+def test_side_by_side_names_the_commands_it_compares(tmp_path):
+    """benchmarks/side_by_side.py's commands (run for real by make bench-side, not here): the
+    suite's FedAvg beside Flower's app on the same params file, make run's notebook beside
+    the deployment on the default parameters, a new run name every time."""
+    side = _load("side_by_side")
+    flower = side.flower_commands(3, tmp_path)
+    assert flower["suite"][0][1:5] == ["-m", "fedprune_core", "run", "--params"]
+    assert flower["flower"][0][1].endswith("benchmarks/flower_reference.py")
+    assert flower["suite"][0][5] == flower["flower"][0][3] == str(side.FEDAVG)
+    deploy = side.deploy_commands(3, tmp_path)
+    assert deploy["simulation"][0][3] == "notebook" and deploy["deployment"][0][3] == "deploy"
+    for argv, _ in deploy.values():
+        assert argv[argv.index("--rounds") + 1] == "3"
+        assert argv[argv.index("--params") + 1] == str(side.DEFAULT)
+    again = side.deploy_commands(3, tmp_path)
+    assert again["deployment"][0][-1] != deploy["deployment"][0][-1]
