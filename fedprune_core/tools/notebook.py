@@ -88,14 +88,22 @@ def finished_run(cfg: ExperimentConfig) -> Optional[Path]:
 @contextlib.contextmanager
 def _papermill_quiet():
     """papermill's own INFO lines (input and output paths, the kernel's name) kept from the
-    terminal; its warnings (an unknown parameter) still reach it."""
+    terminal, and its "Passed unknown parameter" warnings: the runner passes every field of the
+    config on purpose (the notebook's cell names only the few a study changes, and
+    config_from_namespace reads the rest). Its other warnings still reach the terminal."""
     logger = logging.getLogger("papermill")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
+    logger.addFilter(_not_unknown_parameter)
     try:
         yield
     finally:
+        logger.removeFilter(_not_unknown_parameter)
         logger.setLevel(level)
+
+
+def _not_unknown_parameter(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Passed unknown parameter")
 
 
 def execute_quietly(notebook: Path, out: Path, parameters: dict, *, kernel: str = KERNEL,
