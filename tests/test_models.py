@@ -34,7 +34,7 @@ from fedprune_core.run.loop import run_experiment
 
 CIFAR, FEMNIST = DATASETS["cifar10"], DATASETS["femnist"]
 NEW = [("preresnet18", "bn", CIFAR), ("resnet18", "bn", CIFAR), ("preresnet18", "gn", CIFAR),
-       ("leaf_cnn", "bn", FEMNIST)]
+       ("leaf_cnn", "none", FEMNIST), ("leaf_cnn", "bn", FEMNIST)]
 
 
 def _images(n, info, seed=0):
@@ -128,9 +128,11 @@ def test_new_models_run_on_their_datasets_inputs():
         with torch.no_grad():
             assert model(_x(2, info)).shape == (2, info.num_classes)
     # FjORD's (kuangliu's) CIFAR ResNet-18; LEAF: 832 + 51,264 + 3136 x 2048 + 2048 + 2048 x 62
-    # + 62; HeteroFL's: convolutions 11,159,232 + norms 7,808 + output 5,130
+    # + 62 (its own, no norm; bn adds a scale and a shift per channel: 2 x (32 + 64)); HeteroFL's:
+    # convolutions 11,159,232 + norms 7,808 + output 5,130
     assert counts[("resnet18", "bn")] == 11_173_962
-    assert counts[("leaf_cnn", "bn")] == 6_603_710
+    assert counts[("leaf_cnn", "none")] == 6_603_710
+    assert counts[("leaf_cnn", "bn")] == 6_603_710 + 2 * (32 + 64)
     assert counts[("preresnet18", "bn")] == counts[("preresnet18", "gn")] == 11_172_170
     small = model_spec("preresnet18", CIFAR, 0.0625)  # HeteroFL's e: ceil(4, 8, 16, 32)
     assert set(small.widths.values()) == {4, 8, 16, 32}
@@ -454,7 +456,7 @@ def test_pruning_levels_spread_clients_in_blocks_and_dynamic_moves_them_on():
     (dict(pruning_levels="0,1", adaptive_ratio=False), "pruning_levels"),  # 1 removes all
     (dict(model_width=0.5), "model_width"),  # simple_cnn has no width factor
     (dict(model="resnet18", dataset="cifar10", model_width=0), "model_width"),
-    (dict(model_norm="gn"), "model_norm"),
+    (dict(model="vgg_cifar", dataset="cifar10", model_norm="gn"), "model_norm"),  # none only
     (dict(weight_decay=-1), "weight_decay"), (dict(grad_clip_norm=-0.5), "grad_clip_norm"),
     (dict(lr_gamma=0), "lr_gamma"), (dict(norm_stats_samples=-1), "norm_stats_samples")])
 def test_new_parameters_are_validated(change, name):

@@ -164,4 +164,5 @@ def test_make_reproduce_heterofl_mnist_runs_every_row_for_one_round(tmp_path):
     assert list(table["Global acc. (%) (Flower)"]) == [98.87, 98.9, 98.5, 98.81, 97.14, 97.58,
                                                       96.5]
     assert (table["Rounds run"] == 1).all() and (table["Seeds"] == 1).all()
-    assert table["Global acc. (%) (ours, tail)"].str.match(r"^\d+\.\d\d$").all()
+    ours = pd.to_numeric(table["Global acc. (%) (ours, tail)"])  # one seed: a number, no +-
+    assert ours.between(0, 100).all() and (ours.round(2) == ours).all()
