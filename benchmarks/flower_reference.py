@@ -146,7 +146,7 @@ def run(cfg) -> dict:
     per-round seconds and test accuracies."""
     from flwr.simulation import run_simulation
 
-    from fedprune_core.data.loading import resolve_data_root
+    from fedprune_core.data.files import resolve_data_root
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     cfg = cfg.replace(data_root=str(resolve_data_root(cfg.data_root)))

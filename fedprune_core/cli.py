@@ -68,7 +68,7 @@ def report(err: BaseException, run_dir: Optional[Path] = None) -> int:
 
 def cmd_run(args) -> int:
     # torch's import (seconds) only once the command line is known to be valid
-    from .data.loading import check_data
+    from .data.files import check_data
     from .run.artifacts import default_run_name, finished_same
     from .run.loop import run_experiment
 
@@ -88,7 +88,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_notebook(args) -> int:
-    from .data.loading import check_data
+    from .data.files import check_data  # no torch here: the kernel does the work
     from .run.artifacts import default_run_name
     from .tools.notebook import execute_experiment, finished_run
 

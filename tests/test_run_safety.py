@@ -371,7 +371,9 @@ def test_a_sigterm_inside_torch_save_stops_the_run_as_sigterm(tmp_path, monkeypa
         finally:
             raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")
 
-    monkeypatch.setattr(artifacts.torch, "save", interrupted_save)
+    import torch
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
     with pytest.raises(Terminated):
         artifacts.save_atomic({"x": 1}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []

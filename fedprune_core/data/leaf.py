@@ -35,12 +35,9 @@ import torch
 
 from ..errors import DataUnavailableError
 from .dataset import TensorDataset
+from .files import femnist_folders
 
 PIXELS = 28 * 28
-
-
-def femnist_folders(root: Path) -> dict[str, Path]:
-    return {split: root / "femnist" / "data" / split for split in ("train", "test")}
 
 
 def missing_message(root: Path) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import signal
 import sys
@@ -19,7 +18,6 @@ from ..errors import CommandError, ConfigError, Terminated, exit_status
 from ..flags import config_from_args
 
 DEFAULT_NODES = 4
-DATA_ROOT_ENV = "FEDPRUNE_DATA_ROOT"  # data.loading.resolve_data_root (not imported: torch)
 
 
 def add_deploy_flags(parser: argparse.ArgumentParser) -> None:
@@ -114,9 +112,10 @@ def cmd_deploy(args) -> int:
     if cfg.run_name is None:
         cfg = cfg.replace(run_name=dt.datetime.now().strftime("run_%Y%m%d_%H%M%S"))
     if opts.superlink is None:  # the ServerApp runs here: paths as this shell means them
-        root = cfg.data_root or os.environ.get(DATA_ROOT_ENV) or "./data"
+        from ..data.files import resolve_data_root  # no torch
+
         cfg = cfg.replace(results_dir=str(Path(cfg.results_dir).expanduser().resolve()),
-                          data_root=str(Path(root).expanduser().resolve()))
+                          data_root=str(resolve_data_root(cfg.data_root).resolve()))
         check_results_dir(cfg.results_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     deployment = launch.Deployment(cfg, opts)

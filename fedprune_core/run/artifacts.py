@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-import torch
 
 from ..config import ExperimentConfig, experiment_differences
 from ..errors import RunExistsError
@@ -250,6 +249,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save through `<path>.tmp`, as write_atomic. Into a file object, so that a full disk
     is an OSError (ENOSPC), not torch's RuntimeError."""
+    import torch  # here, not at the top: the CLI, a batch's run-one process and the notebook
+    # runner import this module and only wait on a kernel; torch would cost each 2 CPU-s, 700 MB
+
     tmp, out = _create_tmp(path)
     try:
         with out:
@@ -285,6 +287,8 @@ def _torchvision_version() -> str | None:
 
 
 def run_metadata() -> dict[str, Any]:
+    import torch
+
     from .. import __version__
 
     try:

@@ -22,7 +22,7 @@ import torch
 from . import artifacts, checkpoint, plots, summary, widths
 from ..checks import check_device, check_results_dir
 from ..config import ExperimentConfig
-from ..data.loading import resolve_data_root
+from ..data.files import resolve_data_root
 from ..fl.round import UpdateSource, run_round
 from ..fl.state import ServerState
 from ..fl.store import FileStore
