@@ -49,6 +49,40 @@ def test_an_lr_schedule_trains_every_step_of_every_engine_at_its_rounds_lr(
     assert len(set(seen)) == 3
 
 
+def test_an_lr_schedule_trains_every_step_of_a_deployment_node_at_its_rounds_lr(
+        tiny_config, monkeypatch, tmp_path):
+    """The deployment's path, in this process: every client's task of every round goes through
+    deploy.node.run_task (what a SuperNode's worker runs: the task's experiment parameters, the
+    node's own federation and client state) and comes back as the ServerApp reads it."""
+    from fedprune_core.deploy import node, protocol
+    from fedprune_core.deploy.settings import NodeSettings
+    from fedprune_core.fl.round import broadcaster
+    from fedprune_core.fl.state import ClientState
+    from fedprune_core.fl.types import ClientResult, Update
+
+    seen = _recording(monkeypatch)
+    cfg = tiny_config(run_name="deployed", **SCHEDULE)
+    settings = NodeSettings(node_index=0, num_nodes=1, state_dir=tmp_path / "node")
+    kept: dict[int, int] = {}  # the last round the server kept of each client (its base round)
+
+    def through_the_node(state, cohort, setup, planner):
+        broadcast = broadcaster(state, setup, planner)
+        for slot in cohort.clients:
+            cid = slot.client_id
+            down = broadcast(cid, state.clients[cid].ratio)
+            task = protocol.Task(cfg.to_dict(), cohort.round, cid, kept.get(cid, 0), down,
+                                 protocol.fingerprint())
+            message, record = node.run_task(settings, task)
+            result = ClientResult.from_record(message, record)
+            kept[cid] = cohort.round
+            yield Update(slot, len(down), result, ClientState(result.next_ratio))
+
+    result = run_experiment(cfg, updates=through_the_node)
+    steps = _steps(result.clients, cfg.batch_size, cfg.local_epochs, cohort=False)
+    assert sorted(steps) == [1, 2, 3]
+    assert seen == pytest.approx([LR_OF_ROUND[r] for r in sorted(steps) for _ in range(steps[r])])
+
+
 def test_the_rounds_settings_carry_no_schedule():
     hp = LocalTraining(lr=0.1, momentum=0.9, lr_milestones=(1,), lr_gamma=0.5)
     assert hp.for_round(1) == RoundTraining(lr=0.1, momentum=0.9)
