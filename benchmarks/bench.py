@@ -116,7 +116,7 @@ QUICK = Sizes(matmul_n=512, matmul_repeats=3, conv_batch=2, train_samples=256, t
               eval_repeats=1, eval_images=1000, update_samples=256, update_repeats=1,
               first_call_ratios=(0.30, 0.55),
               experiment=dict(rounds=1, num_clients=4, clients_per_round=2, local_epochs=1,
-                              data_fraction=0.02),
+                              data_fraction=0.02, test_samples=300),
               federations=((20, 10), (200, 20)),
               federation=dict(rounds=2, eval_every=2, data_fraction=0.05, local_epochs=1,
                               test_samples=200),

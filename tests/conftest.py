@@ -18,6 +18,20 @@ TINY = dict(rounds=2, num_clients=4, clients_per_round=2, local_epochs=1, data_f
             test_samples=1000, progress="off", num_threads=1)
 
 
+@pytest.fixture(autouse=True)
+def no_figures(request, monkeypatch):
+    """In-process runs draw no PNG figures: matplotlib was most of a tiny run's CPU time. The
+    tests that look at figures are marked `@pytest.mark.figures`; runs in a subprocess (the
+    CLI, notebooks, batches, deployments) always draw them."""
+    if request.node.get_closest_marker("figures"):
+        return
+    from fedprune_core.run import plots
+    for name in dir(plots):
+        if name.endswith("_figures"):
+            monkeypatch.setattr(plots, name, lambda *args, **kwargs: {})
+    monkeypatch.setattr(plots, "partition_figure", lambda *args, **kwargs: None)
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     def make(**changes) -> ExperimentConfig:

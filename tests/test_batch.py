@@ -27,7 +27,7 @@ from fedprune_core.run.loop import run_experiment
 from fedprune_core.run.summary import TIMING_COLUMNS
 
 TINY = ("rounds: 1\nnum_clients: 4\nclients_per_round: 2\nlocal_epochs: 1\ndata_fraction: 0.05\n"
-        "test_samples: 1000\n")
+        "test_samples: 300\n")
 TIMING = list(TIMING_COLUMNS["metrics"])
 
 

@@ -297,17 +297,6 @@ def write_femnist(root, writers=4, train=6, test=2):
 
 
 @pytest.fixture
-def no_figures(monkeypatch):
-    """Runs without their PNG figures (matplotlib took 80% of these runs; the figures are
-    tested with the run artifacts elsewhere)."""
-    from fedprune_core.run import plots
-    for name in dir(plots):
-        if name.endswith("_figures"):
-            monkeypatch.setattr(plots, name, lambda *args, **kwargs: {})
-    monkeypatch.setattr(plots, "partition_figure", lambda *args, **kwargs: None)
-
-
-@pytest.fixture
 def tiny_files(tmp_path):
     write_cifar10(tmp_path / "data")
     write_femnist(tmp_path / "data")
@@ -330,7 +319,7 @@ RUNS = {"preresnet18": dict(dataset="cifar10", model_width=0.25, structured_sele
 
 
 @pytest.mark.parametrize("model", list(RUNS))
-def test_one_structured_round_of_each_new_model(tiny_files, no_figures, model):
+def test_one_structured_round_of_each_new_model(tiny_files, model):
     result = run_experiment(tiny_files(model=model, run_name=model, **RUNS[model]))
     s = result.summary
     assert s["rounds_completed"] == 1 and 0 <= s["tail_test_accuracy"] <= 100

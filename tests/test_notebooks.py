@@ -294,6 +294,7 @@ def test_round_callback_redraws_the_figure_and_table():
     assert "round 2/3 of explore_x" in w.status.value
 
 
+@pytest.mark.figures
 def test_run_button_runs_an_experiment_with_a_live_figure(tmp_path, monkeypatch):
     results = tmp_path / "results"
     w = explore.explorer(results_dir=results, rounds=1, num_clients=4, clients_per_round=2,

@@ -87,6 +87,7 @@ def test_the_persian_readmes_code_blocks_read_left_to_right():
 
 # ---------------------------------------------------------------- the per-client figure
 
+@pytest.mark.figures
 def test_the_client_figure_has_a_row_per_client_and_fits_a_page(tmp_path):
     import numpy as np
     import pandas as pd
@@ -118,6 +119,7 @@ def _width_rows(ratios, rounds=range(2, 21, 2)):
             for r in rounds for ratio in ratios]
 
 
+@pytest.mark.figures
 def test_each_deployed_width_has_its_own_colour_marker_and_line_and_a_legend_read_in_print(
         tmp_path):
     """Eight widths were shades of one colour scale, told apart neither in print nor in grey,

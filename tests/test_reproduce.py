@@ -13,7 +13,7 @@ from fedprune_core.analysis import RunTable, reproduce_table, write_reproduce
 from fedprune_core.analysis.reproduce import PAPERS, heterofl_mix
 from fedprune_core.config import ExperimentConfig
 from fedprune_core.run.loop import run_experiment
-from test_models import no_figures, write_cifar10  # noqa: F401 (a fixture)
+from test_models import write_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params" / "reproduce"
@@ -120,7 +120,7 @@ SMALL = dict(rounds=1, num_clients=3, clients_per_round=2, local_epochs=1, test_
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(PARAMS)) for paper in
                                         ("heterofl", "fjord")
                                         for p in (PARAMS / paper).glob("[!_]*.yaml")))
-def test_each_reproduce_file_runs_one_round_on_a_few_samples(tmp_path, path, no_figures):
+def test_each_reproduce_file_runs_one_round_on_a_few_samples(tmp_path, path):
     write_cifar10(tmp_path / "data")
     cfg = ExperimentConfig.from_yaml(PARAMS / path)
     small = dict(SMALL, model_width=min(cfg.model_width, 0.125), batch_size=8,
@@ -138,7 +138,8 @@ def test_reproduce_batch_end_to_end_at_a_tiny_scale(tmp_path):
         [sys.executable, "-m", "fedprune_core", "batch", "run", "--params",
          *sorted(map(str, (PARAMS / "mcmahan").glob("*.yaml"))), "--name", "reproduce_mcmahan",
          "--jobs", "2", "--results_dir", str(results), "--set", "rounds=1", "--set",
-         "data_fraction=0.02", "--set", "eval_every=1"],
+         "data_fraction=0.02", "--set", "eval_every=1", "--set",
+         "test_samples=300"],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     paths = write_reproduce(results / "reproduce_mcmahan", paper="mcmahan")
@@ -153,8 +154,8 @@ def test_reproduce_batch_end_to_end_at_a_tiny_scale(tmp_path):
 def test_make_reproduce_heterofl_mnist_runs_every_row_for_one_round(tmp_path):
     """`make reproduce PAPER=heterofl_mnist` (Flower's setting, every row of its table) for one
     round on a few MNIST samples: the batch, then the table beside Flower's numbers."""
-    small = ("num_clients=4 clients_per_round=4 data_fraction=0.02 local_epochs=1 batch_size=32 "
-             "test_samples=300 norm_stats_samples=100 eval_every=1")
+    small = ("num_clients=4 clients_per_round=4 data_fraction=0.005 local_epochs=1 batch_size=32 "
+             "test_samples=100 norm_stats_samples=50 eval_every=1")
     proc = subprocess.run(["make", "--no-print-directory", "reproduce", "PAPER=heterofl_mnist",
                            "ROUNDS=1", f"SET={small}", f"RESULTS={tmp_path / 'results'}",
                            "JOBS=2"], cwd=REPO, capture_output=True, text=True, timeout=1800)

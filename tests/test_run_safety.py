@@ -22,7 +22,7 @@ from fedprune_core.run.loop import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--num_clients", "4", "--clients_per_round", "2", "--local_epochs", "1",
-        "--data_fraction", "0.05", "--test_samples", "1000", "--num_threads", "1",
+        "--data_fraction", "0.05", "--test_samples", "300", "--num_threads", "1",
         "--progress", "text"]
 
 

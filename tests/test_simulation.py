@@ -25,6 +25,7 @@ FILES = ["config.json", "metrics.csv", "clients.csv", "diagnostics.csv", "widths
          "round_time_curve.png", "experiment_dashboard.png", "partition.png"]
 
 
+@pytest.mark.figures
 def test_two_round_run_writes_every_artifact(tiny_config):
     result = run_experiment(tiny_config(run_name="hybrid"))
     d = result.run_dir

@@ -211,6 +211,7 @@ def test_width_bins_by_hand():
     assert evaluation_rounds(5, 1, 5, "off") == set()
 
 
+@pytest.mark.figures
 def test_each_deployed_width_is_evaluated_beside_the_full_width(tiny_config):
     from fedprune_core.run.loop import run_experiment
 
