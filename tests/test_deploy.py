@@ -1,8 +1,10 @@
 """A Flower deployment (fedprune_core/deploy; Beutel et al. 2020) gives the simulation's numbers.
 
 Each deployment is `python -m fedprune_core deploy` with a real SuperLink and 3 real SuperNodes
-on 127.0.0.1, each in its own process, and one ClientApp process per message (Flower's
-deployment runtime): tens of seconds of CPU each. So each deployment is used by exactly one
+on 127.0.0.1, each in its own process: with process isolation (the default) the nodes'
+long-lived executors run every message; the secure deployment runs Flower's subprocess
+isolation instead (a ClientApp process a message, handing it to the node's worker), so both
+paths are run for real. Tens of seconds of CPU each: each deployment is used by exactly one
 test (pytest-xdist never starts one twice), and each test asserts all it can on it. Nothing
 waits on a clock: the processes are waited for, and a killed SuperNode is declared gone by the
 SuperLink's own heartbeat check (its patience is 2 x 30 s).
@@ -150,6 +152,9 @@ def test_a_crashed_server_resumes_and_a_killed_node_is_a_missing_update(tmp_path
     assert out.returncode == 1 and "--resume" in out.stderr, out.stderr + out.stdout[-3000:]
     run_dir, work = results / "crash", results / ".deploy" / "crash"
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "summary.json").exists()
+    # process isolation: the nodes' executors ran every message, no ClientApp process did
+    assert (work / "logs" / "executors.log").exists()
+    assert "flwr-clientapp" not in (work / "logs" / "supernode-0.log").read_text()
     assert len(pd.read_csv(run_dir / "metrics.csv")) == 1
     ahead = {int(p.parent.name.split("-")[1])
              for p in work.glob("node-*/crash/client-*/round-2.pt")}
@@ -209,8 +214,11 @@ def test_a_secure_deployment_gives_the_same_numbers_and_refuses_strangers(tmp_pa
     from fedprune_core.deploy import tls
 
     results = tmp_path / "results"
-    out = deploy(results, "secure", "--tls")
+    out = deploy(results, "secure", "--tls", "--isolation", "subprocess")
     assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    work = results / ".deploy" / "secure"
+    assert not (work / "logs" / "executors.log").exists()  # Flower's ClientApp processes ran
+    assert "Start `flwr-clientapp` process" in (work / "logs" / "supernode-0.log").read_text()
     keys = results / ".deploy" / "secure" / "tls"
     assert {p.name for p in keys.iterdir()} >= {"ca.crt", "server.pem", "server.key",
                                                 *(f"node-{i}.key" for i in range(NODES))}
@@ -263,3 +271,130 @@ def test_a_secure_deployment_gives_the_same_numbers_and_refuses_strangers(tmp_pa
         with contextlib.suppress(ProcessLookupError):
             os.killpg(link.pid, signal.SIGKILL)
         link.wait()
+
+
+def test_a_nodes_message_carries_each_clients_task_and_comes_back_per_client(monkeypatch):
+    from flwr.app import Error, Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedprune_core.deploy import protocol
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # as in a ServerApp's process
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+    tasks = [protocol.Task({"seed": 1}, 3, cid, base, bytes([cid]) * (10 + cid),
+                           protocol.fingerprint()) for cid, base in ((4, 2), (9, 0), (1, 3))]
+    message = protocol.train_message(tasks, node_id=77)
+    assert message.metadata.dst_node_id == 77 and message.metadata.group_id == "3"
+    assert protocol.tasks_of(message) == tasks  # cohort order, every field, the exact bytes
+    outcomes = {4: (b"update-4", {"loss": 0.5}), 9: protocol.NodeFailure(protocol.FAILED, "oom"),
+                1: (b"update-1", {"loss": 0.25})}
+    message.metadata.__dict__["_message_id"] = message.object_id
+    reply = protocol.reply(message, outcomes)
+    update, record = protocol.outcome_of(reply, 4)
+    assert update == b"update-4" and record["loss"] == 0.5
+    assert protocol.outcome_of(reply, 1)[0] == b"update-1"
+    failed = protocol.outcome_of(reply, 9)
+    assert isinstance(failed, protocol.NodeFailure) and (failed.kind, str(failed)) == (
+        protocol.FAILED, "oom")
+    assert protocol.outcome_of(reply, 5) is None  # not a client of this message
+    whole = Message(Error(code=0, reason=protocol.error_reason(protocol.SETUP, "no data")),
+                    reply_to=message)
+    assert protocol.outcome_of(whole, 4).kind == protocol.SETUP  # the message's error: each
+    other = protocol.Task({}, 3, 4, 0, b"", "fedprune-sparse 0.0 protocol 1")
+    with pytest.raises(protocol.NodeFailure, match="install the same release"):
+        protocol.tasks_of(protocol.train_message([other], 77))
+
+
+def test_a_node_trains_its_clients_side_by_side_to_the_simulations_numbers(tmp_path):
+    """node.run_tasks, as a node's executor runs a message: the node's clients on 2 threads
+    (num_threads=2), through the loop's early start (each round's messages go out before the
+    last round is evaluated, as the ServerApp sends them). The same numbers as the simulation,
+    and each round started early exactly once, with the cohort it then ran."""
+    from fedprune_core.deploy import node, protocol
+    from fedprune_core.deploy.settings import NodeSettings
+    from fedprune_core.fl.round import broadcaster, round_plan
+
+    cfg = ExperimentConfig(**{**TINY, "rounds": 3, "num_threads": 2, "eval_every": 1},
+                           results_dir=str(tmp_path / "results"), run_name="node",
+                           progress="off")
+    settings = NodeSettings(node_index=0, num_nodes=1, state_dir=tmp_path / "node")
+
+    class ThroughTheNode:
+        def __init__(self):
+            self.kept, self.early, self.started = {}, None, []
+
+        def outcomes(self, state, cohort, setup, planner):
+            broadcast = broadcaster(state, setup, planner)
+            tasks = [protocol.Task(cfg.to_dict(), cohort.round, s.client_id,
+                                   self.kept.get(s.client_id, 0),
+                                   broadcast(s.client_id, state.clients[s.client_id].ratio),
+                                   protocol.fingerprint()) for s in cohort.clients]
+            return cohort.round, tasks, node.run_tasks(settings, tasks)
+
+        def start(self, state, cohort, setup):
+            planner, training = round_plan(state, cohort, setup)
+            self.started.append((cohort.round, [s.client_id for s in training.clients]))
+            self.early = self.outcomes(state, training, setup, planner)
+
+        def __call__(self, state, cohort, setup, planner):
+            early, self.early = self.early, None
+            r, tasks, outcomes = (early if early and early[0] == cohort.round
+                                  else self.outcomes(state, cohort, setup, planner))
+            assert [t.client_id for t in tasks] == [s.client_id for s in cohort.clients]
+            for slot, task in zip(cohort.clients, tasks):
+                update, record = outcomes[slot.client_id]
+                assert record["node_time_sec"] > 0
+                result = ClientResult.from_record(update, record)
+                self.kept[slot.client_id] = r
+                yield Update(slot, len(task.broadcast), result, ClientState(result.next_ratio))
+
+    source = ThroughTheNode()
+    run_experiment(cfg, updates=source)
+    assert [r for r, _ in source.started] == [2, 3]  # not round 1, not after the last round
+    assert [c for _, c in source.started] == [sample_clients(cfg, r) for r in (2, 3)]
+    reference = run_experiment(cfg.replace(run_name="simulated"))
+    assert reference.metrics.test_accuracy.notna().all()
+    assert_same_numbers(tmp_path / "results" / "node", tmp_path / "results" / "simulated")
+
+
+def test_the_executors_restart_a_nodes_executor_that_died(tmp_path):
+    """Several local nodes: one process imports the suite once and forks an executor per
+    SuperNode; one that is killed is forked again, and all go with their parent."""
+    import time
+
+    from fedprune_core.deploy.supervisor import descendants
+
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "fedprune_core.deploy.executor", "--runtime-api-address",
+         "127.0.0.1:9", "--runtime-api-address", "127.0.0.1:10"],  # no SuperNode there yet
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def children() -> list[int]:
+        deadline = time.monotonic() + SAFETY_LIMIT_SEC
+        while len(found := descendants([parent.pid])) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        return sorted(found)
+
+    try:
+        first = children()
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + SAFETY_LIMIT_SEC
+        while first[0] in (now := children()) or len(now) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert first[1] in now  # the other node's executor went on
+    finally:
+        os.killpg(parent.pid, signal.SIGTERM)
+        out, _ = parent.communicate(timeout=SAFETY_LIMIT_SEC)
+    assert "exited (status 9); starting it again" in out
+    assert "Traceback" not in out
+
+
+def test_isolation_is_for_the_nodes_this_command_starts(tmp_path):
+    out = deploy(tmp_path, "elsewhere", "--superlink", "127.0.0.1:9093", "--isolation",
+                 "subprocess")
+    assert out.returncode == 2 and "isolation" in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 2 and "Traceback" not in out.stderr

@@ -18,12 +18,18 @@ from ..errors import CommandError, ConfigError, Terminated, exit_status
 from ..flags import config_from_args
 
 DEFAULT_NODES = 4
+ISOLATIONS = ("process", "subprocess")
 
 
 def add_deploy_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("deployment (Flower SuperLink and SuperNodes)")
     group.add_argument("--nodes", type=int, default=DEFAULT_NODES, metavar="N",
                        help="SuperNodes; node i hosts the clients whose id %% N == i.")
+    group.add_argument("--isolation", choices=ISOLATIONS,
+                       help="How the local SuperNodes run their ClientApp (Flower's --isolation): "
+                            "'process' (default): one long-lived executor per node runs every "
+                            "message (executor.py); 'subprocess': Flower starts a ClientApp "
+                            "process per message, which hands it to the node's worker.")
     group.add_argument("--superlink", metavar="HOST:PORT",
                        help="Submit to this running SuperLink (its SuperNodes run elsewhere, "
                             "started with node-index/num-nodes) instead of starting one and the "
@@ -56,6 +62,7 @@ def add_deploy_flags(parser: argparse.ArgumentParser) -> None:
 @dataclass(frozen=True)
 class Options:
     nodes: int
+    isolation: str
     superlink: Optional[str]
     tls: bool
     root_certificates: Optional[str]
@@ -84,9 +91,9 @@ class Options:
             if not match or int(match[1]) >= args.nodes or int(match[2]) < 1:
                 raise bad("kill_node", args.kill_node, f"INDEX:ROUND with INDEX < {args.nodes}")
             kill = (int(match[1]), int(match[2]))
-        if args.superlink and (kill or args.state_dir):
-            raise ConfigError("kill_node, state_dir: only for the nodes this command starts "
-                              "(not with --superlink)")
+        if args.superlink and (kill or args.state_dir or args.isolation):
+            raise ConfigError("kill_node, state_dir, isolation: only for the nodes this command "
+                              "starts (not with --superlink)")
         if args.root_certificates and not args.superlink:
             raise ConfigError("root_certificates: only with --superlink (the local SuperLink "
                               "runs on 127.0.0.1 without TLS)")
@@ -95,8 +102,9 @@ class Options:
         if args.tls and args.superlink:
             raise ConfigError("tls: only for the SuperLink and SuperNodes this command starts "
                               "(with --superlink, pass its CA as --root_certificates)")
-        return cls(args.nodes, args.superlink, args.tls, args.root_certificates, args.state_dir,
-                   args.round_timeout, args.node_wait, kill, args.crash_after_round)
+        return cls(args.nodes, args.isolation or ISOLATIONS[0], args.superlink, args.tls,
+                   args.root_certificates, args.state_dir, args.round_timeout, args.node_wait,
+                   kill, args.crash_after_round)
 
 
 def cmd_deploy(args) -> int:

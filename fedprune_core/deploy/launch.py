@@ -54,6 +54,8 @@ class Deployment:
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         self.owner_env: dict[str, str] = {}
         self.run_id: Optional[str] = None  # Flower's, once `flwr run` has started it
+        self.runtimes: list[str] = []  # the local SuperNodes' Runtime API addresses
+        self.executors: list[str] = []  # the argv of their executors' process
 
     # --- the whole command ------------------------------------------------------------------
     def run(self) -> int:
@@ -92,6 +94,7 @@ class Deployment:
             if self.local:
                 for i in range(self.opts.nodes):
                     self._start_node(i, address)
+                self._start_executors()
             status = self._run_app(address)
             if status == 0 and self.local:  # a finished run's node state is not needed again
                 self._forget_node_state()
@@ -135,6 +138,9 @@ class Deployment:
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         env["FLWR_HOME"] = str(self.work / "flwr-home")
         env["PYTHONUNBUFFERED"] = "1"
+        # Flower's SuperExec (the SuperLink's, starting the ServerApp; a subprocess-isolated
+        # SuperNode's, starting each ClientApp) looks for tasks every 1 s by default
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
         env.update(self.owner_env)
         return env
 
@@ -176,9 +182,30 @@ class Deployment:
             self._register(public, address)
             security = ["--root-certificates", str(self.keys["ca"]),
                         "--auth-supernode-private-key", str(private)]
+        runtime = f"127.0.0.1:{free_port()}"  # the SuperNode's Runtime API
         self.supervisor.spawn(f"supernode-{index}", [
-            tool("flower-supernode"), *security, "--superlink", address, "--host",
-            "127.0.0.1", "--port", str(free_port()), "--node-config", text])
+            tool("flower-supernode"), *security, "--superlink", address, "--isolation",
+            self.opts.isolation, "--host", "127.0.0.1", "--port", runtime.split(":")[1],
+            "--node-config", text])
+        self.runtimes.append(runtime)
+
+    def _start_executors(self) -> None:
+        """With process isolation, the nodes' executors (executor.py): one process that imports
+        torch and the suite once and forks an executor per SuperNode."""
+        if self.opts.isolation == "process":
+            self.executors = [sys.executable, "-m", "fedprune_core.deploy.executor"]
+            for runtime in self.runtimes:
+                self.executors += ["--runtime-api-address", runtime]
+            self.supervisor.spawn("executors", self.executors)
+
+    def _revive_executors(self) -> None:
+        """The executors' process restarts a node's executor that died; if it died itself, it is
+        started again: the clients' state is in the nodes' files, so their next tasks go on."""
+        proc = self.supervisor.procs.get("executors")
+        if proc is not None and proc.poll() is not None and self.executors:
+            print(f"the nodes' executors exited (status {proc.returncode}); starting them "
+                  f"again", flush=True)
+            self.supervisor.spawn("executors", self.executors)
 
     def _register(self, public_key: Path, address: str) -> None:
         """`flwr supernode register`: the SuperLink admits this key's SuperNode."""
@@ -237,6 +264,7 @@ class Deployment:
                         started, self.run_id = True, line.split()[3]
                 if not killed:
                     killed = self._fault_kill()
+                self._revive_executors()
                 link = self.supervisor.procs.get("superlink")
                 if link is not None and link.poll() is not None:
                     raise DeployFailed(f"the SuperLink exited (status {link.returncode}) during "
@@ -268,7 +296,7 @@ class Deployment:
         paused = self.node_dir(index) / self.cfg.run_name
         if not any(paused.glob(f"paused-round-{round_idx}-client-*")):
             return False
-        self.supervisor.kill_tree(f"supernode-{index}")
+        self.supervisor.kill_tree(f"supernode-{index}")  # its executor has no node now
         print(f"fault injection: SuperNode {index} killed (SIGKILL) in round {round_idx}",
               flush=True)
         return True

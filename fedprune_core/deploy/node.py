@@ -20,13 +20,14 @@ from ..config import ConfigError, ExperimentConfig
 from ..errors import DataUnavailableError, DivergenceError
 from ..fl import wire
 from ..fl.client import local_update
-from ..fl.threads import resolve_threads, torch_threads
+from ..fl.threads import one_thread_pool, resolve_threads, torch_threads
 from ..fl.types import ClientSlot
 from ..methods.extract.base import FullPlanner
 from ..run.checkpoint import numeric_threads
 from ..run.federation import Federation, build_federation
 from .node_state import NodeStateError, NodeStore, run_key
-from .protocol import DIVERGENCE, FAILED, SETUP, NodeFailure, Task, fingerprint
+from .protocol import (DIVERGENCE, FAILED, SETUP, NodeFailure, Outcome, Task, check_fingerprint,
+                       timed)
 from .settings import NodeSettings
 
 # a paused ClientApp (fault injection) gives up after this long if nobody kills its node
@@ -36,19 +37,11 @@ PAUSE_LIMIT_SEC = 3600.0
 def run_task(settings: NodeSettings, task: Task) -> tuple[bytes, dict]:
     """The client's encoded update and its result record (fl.types.ClientResult); its new
     state (residual and next ratio, from the same client update as the simulation's) saved."""
-    if task.fingerprint != fingerprint():
-        raise NodeFailure(SETUP, f"the server runs {task.fingerprint!r}, this node "
-                                 f"{fingerprint()!r}: install the same release on both")
+    check_fingerprint(task.fingerprint)
     if not settings.hosts(task.client_id):
         raise NodeFailure(SETUP, f"client {task.client_id} is not hosted here (node-index "
                                  f"{settings.node_index} of {settings.num_nodes})")
-    try:
-        cfg = ExperimentConfig.from_dict({
-            **task.experiment, "data_root": settings.data_root,
-            "device": settings.device or task.experiment.get("device", "cpu"),
-            "progress": "off"})
-    except ConfigError as err:
-        raise NodeFailure(SETUP, f"the experiment's parameters: {err}") from None
+    cfg = node_config(settings, task.experiment)
     fed, cid = federation(cfg), task.client_id
     setup = fed.setup
     slot = ClientSlot(cid, fed.client_data[cid], fed.profiles[cid])
@@ -70,6 +63,39 @@ def run_task(settings: NodeSettings, task: Task) -> tuple[bytes, dict]:
             raise NodeFailure(DIVERGENCE, str(err)) from None
     store.save(cid, task.round, state, task.base_round)
     return result.message, result.to_record()
+
+
+def run_tasks(settings: NodeSettings, tasks: list[Task]) -> dict[int, Outcome]:
+    """A message's tasks (the node's clients of the round): on the parallel engine side by side
+    on the experiment's `num_threads` threads (0: this node's cores), one torch thread each, as
+    the simulation runs a round's clients (fl/round.py); each update is a pure function of its
+    client's state, so the numbers do not depend on how many ran at once."""
+    if not tasks:
+        return {}
+    try:
+        cfg = node_config(settings, tasks[0].experiment)
+        federation(cfg)  # built once, before any thread needs it
+    except NodeFailure as err:
+        return {t.client_id: err for t in tasks}
+    workers = resolve_threads(cfg.num_threads) if cfg.engine == "parallel" else 1
+    if workers == 1 or len(tasks) == 1:
+        return {t.client_id: timed(run_task, settings, t) for t in tasks}
+    pool = one_thread_pool(min(workers, len(tasks)))
+    try:
+        futures = [pool.submit(timed, run_task, settings, t) for t in tasks]
+        return {t.client_id: f.result() for t, f in zip(tasks, futures)}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def node_config(settings: NodeSettings, experiment: dict) -> ExperimentConfig:
+    """The server's experiment with this node's data root and device."""
+    try:
+        return ExperimentConfig.from_dict({
+            **experiment, "data_root": settings.data_root,
+            "device": settings.device or experiment.get("device", "cpu"), "progress": "off"})
+    except ConfigError as err:
+        raise NodeFailure(SETUP, f"the experiment's parameters: {err}") from None
 
 
 def federation(cfg: ExperimentConfig) -> Federation:

@@ -34,7 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 from ..config import ExperimentConfig
 from ..errors import DeploymentError, DivergenceError, exit_status
 from ..fl import wire
-from ..fl.round import broadcaster
+from ..fl.round import broadcaster, round_plan
 from ..fl.store import ClientState
 from ..fl.types import ClientResult, Missing, Update
 from ..run.artifacts import run_logger, write_csv, write_summary
@@ -45,7 +45,7 @@ app = ServerApp()
 
 RESULT_MARKER = "FEDPRUNE-DEPLOY-RESULT "  # the last line the ServerApp prints (launch.py reads it)
 DEPLOYMENT_CSV = "deployment.csv"
-POLL_SEC = 0.5  # between pulls of pending replies (Flower's own send_and_receive waits 3 s)
+POLL_SEC = 0.2  # between pulls of pending replies (Flower's own send_and_receive waits 3 s)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def serve(grid: Grid, settings: ServerSettings) -> dict:
     try:
         cfg = ExperimentConfig.from_dict({**settings.experiment, "progress": "text"})
         run_dir = Path(cfg.results_dir) / cfg.run_name
-        nodes = Nodes(grid, settings.num_nodes, settings.node_wait)
+        nodes = Nodes(grid, settings.num_nodes, cfg.to_dict(), settings.node_wait)
         nodes.wait_for_all(settings.node_wait)
         source = FlowerUpdates(grid, cfg, nodes, settings)
         result = run_experiment(cfg, on_round_end=source.round_end, updates=source)
@@ -112,8 +112,9 @@ class Nodes:
     (a `query` message) the first time it shows up. A node that restarts comes back under a new
     node id and is asked again; the node asked last wins its index."""
 
-    def __init__(self, grid: Grid, num_nodes: int, ask_limit: float = 600.0):
+    def __init__(self, grid: Grid, num_nodes: int, experiment: dict, ask_limit: float = 600.0):
         self.grid, self.num_nodes, self.ask_limit = grid, num_nodes, ask_limit
+        self.experiment = experiment
         self.index_of: dict[int, int] = {}  # node id -> node-index
         self.asked: dict[int, int] = {}  # node id -> when asked (0, 1, ...)
         self.failures: list[str] = []
@@ -132,7 +133,8 @@ class Nodes:
     def _ask(self, node_ids: list[int]) -> None:
         for node_id in node_ids:
             self.asked[node_id] = len(self.asked)
-        sent = self.grid.push_messages([protocol.query_message(n) for n in node_ids])
+        sent = self.grid.push_messages([protocol.query_message(n, self.experiment)
+                                         for n in node_ids])
         pending = {m: n for m, n in zip(sent, node_ids) if m}
         deadline = time.monotonic() + self.ask_limit
         while pending and time.monotonic() < deadline:
@@ -196,6 +198,17 @@ class _Sent:
 
 
 @dataclass
+class _Round:
+    """A round's messages as sent: each client's _Sent, the round's deployment.csv row so far,
+    and when the messages went out."""
+
+    round: int
+    sends: list[_Sent]
+    stats: dict
+    start: float
+
+
+@dataclass
 class FlowerUpdates:
     """The round's UpdateSource (fl.round): the clients' updates from their SuperNodes."""
 
@@ -205,6 +218,7 @@ class FlowerUpdates:
     settings: ServerSettings
     base: Optional[dict[int, int]] = None  # client -> last round whose update the server kept
     rounds: list[dict] = field(default_factory=list)  # deployment.csv
+    sent: Optional[_Round] = None  # the next round, sent before this one was evaluated (start)
 
     @property
     def run_dir(self) -> Path:
@@ -214,38 +228,21 @@ class FlowerUpdates:
     def log(self):
         return run_logger(self.cfg.run_name)  # run.log (run/artifacts)
 
+    def start(self, state, cohort, setup) -> None:
+        """Send the next round now, before the server evaluates this one (run/loop.py): the
+        nodes train meanwhile. The same state, cohort and planner as the round will pass."""
+        planner, training = round_plan(state, cohort, setup)
+        self.sent = self._send(state, training, setup, planner)
+
     def __call__(self, state, cohort, setup, planner) -> Iterator[Update | Missing]:
-        r, log = cohort.round, self.log
-        if self.base is None:
-            self._resume(state.round)
-        hosts = self.nodes.online()
-        broadcast = broadcaster(state, setup, planner)  # the simulation's broadcast
-        stats = {"round": r, "nodes_online": len(hosts), "clients_ok": 0, "clients_missing": 0,
-                 "downlink_payload_bytes": 0, "downlink_message_bytes": 0,
-                 "uplink_payload_bytes": 0, "uplink_message_bytes": 0}
-        sends, messages, experiment = [], [], self.cfg.to_dict()
-        for slot in cohort.clients:
-            cid = slot.client_id
-            node = hosts.get(cid % self.settings.num_nodes)
-            if node is None:
-                log.warning(f"  round {r:3d} client {cid:3d} | node {cid % self.settings.num_nodes}"
-                            f" is not connected: nothing sent")
-                sends.append(_Sent(slot, 0))
-                continue
-            down = broadcast(cid, state.clients[cid].ratio)
-            message = protocol.Task(experiment, r, cid, self.base.get(cid, 0), down,
-                                    protocol.fingerprint()).message(node)
-            sends.append(_Sent(slot, len(down), node))
-            messages.append(message)
-            stats["downlink_payload_bytes"] += len(down)
-            stats["downlink_message_bytes"] += protocol.serialized_size(message)
-        start = time.perf_counter()
-        # all at once: the nodes train side by side (the SuperLink holds the messages now)
-        ids = self.grid.push_messages(messages) if messages else []
-        del messages
-        for sent, message_id in zip([s for s in sends if s.node is not None], ids):
-            sent.message_id = message_id or None
-        replies = self._collect([s.message_id for s in sends if s.message_id], r)
+        r = cohort.round
+        early, self.sent = self.sent, None
+        if early is None or early.round != r:  # not started early (round 1, a resumed run)
+            early = self._send(state, cohort, setup, planner)
+        if [s.slot.client_id for s in early.sends] != [s.client_id for s in cohort.clients]:
+            raise RuntimeError(f"round {r}: the round started early was another cohort")
+        sends, stats, start = early.sends, early.stats, early.start
+        replies = self._collect(sorted({s.message_id for s in sends if s.message_id}), r)
         stats["reply_wait_sec"] = time.perf_counter() - start
         if self.settings.crash_round == r:
             _say(f"fault injection: the ServerApp dies after round {r}'s replies arrived")
@@ -257,16 +254,17 @@ class FlowerUpdates:
                 stats["clients_missing"] += 1
             else:
                 stats["clients_ok"] += 1
-                payload = update.result.message
-                stats["uplink_payload_bytes"] += len(payload)
-                stats["uplink_message_bytes"] += protocol.serialized_size(
-                    replies[sent.message_id])
+                stats["uplink_payload_bytes"] += len(update.result.message)
             updates.append(update)
+        stats["uplink_message_bytes"] = sum(protocol.serialized_size(reply)
+                                            for reply in replies.values()
+                                            if not reply.has_error())
         if cohort.clients and not stats["clients_ok"]:  # (all sitting out is a round)
             raise self._fail(
                 f"round {r}: no client update arrived ({stats['clients_missing']} missing, "
-                f"{len(hosts)} of {self.settings.num_nodes} nodes connected); the run stops "
-                f"at round {r - 1}'s checkpoint: continue with --resume once the nodes are up")
+                f"{stats['nodes_online']} of {self.settings.num_nodes} nodes connected); the run "
+                f"stops at round {r - 1}'s checkpoint: continue with --resume once the nodes "
+                f"are up")
         stats["flower_downlink_overhead_bytes"] = (stats["downlink_message_bytes"]
                                                    - stats["downlink_payload_bytes"])
         stats["flower_uplink_overhead_bytes"] = (stats["uplink_message_bytes"]
@@ -276,6 +274,44 @@ class FlowerUpdates:
             if not isinstance(update, Missing):
                 self.base[update.slot.client_id] = r
             yield update
+
+    def _send(self, state, cohort, setup, planner) -> "_Round":
+        """Each client's broadcast (the simulation's), one message a node, pushed all at once:
+        the nodes train side by side."""
+        r, log = cohort.round, self.log
+        if self.base is None:
+            self._resume(state.round)
+        hosts = self.nodes.online()
+        broadcast = broadcaster(state, setup, planner)
+        stats = {"round": r, "nodes_online": len(hosts), "clients_ok": 0, "clients_missing": 0,
+                 "downlink_payload_bytes": 0, "downlink_message_bytes": 0,
+                 "uplink_payload_bytes": 0, "uplink_message_bytes": 0}
+        sends, tasks, experiment = [], {}, self.cfg.to_dict()
+        for slot in cohort.clients:
+            cid = slot.client_id
+            node = hosts.get(cid % self.settings.num_nodes)
+            if node is None:
+                log.warning(f"  round {r:3d} client {cid:3d} | node {cid % self.settings.num_nodes}"
+                            f" is not connected: nothing sent")
+                sends.append(_Sent(slot, 0))
+                continue
+            down = broadcast(cid, state.clients[cid].ratio)
+            tasks.setdefault(node, []).append(protocol.Task(
+                experiment, r, cid, self.base.get(cid, 0), down, protocol.fingerprint()))
+            sends.append(_Sent(slot, len(down), node))
+            stats["downlink_payload_bytes"] += len(down)
+        start, ids = time.perf_counter(), {}
+        # the node with the most clients first; one push a message: Flower's push_messages
+        # announces every message before uploading any content, and a node that asks for its
+        # content too early backs off a second
+        for node, node_tasks in sorted(tasks.items(), key=lambda kv: -len(kv[1])):
+            message = protocol.train_message(node_tasks, node)
+            stats["downlink_message_bytes"] += protocol.serialized_size(message)
+            ids[node] = next(iter(self.grid.push_messages([message])), None)
+        del tasks
+        for sent in sends:
+            sent.message_id = ids.get(sent.node) or None
+        return _Round(r, sends, stats, start)
 
     def _fail(self, message: str) -> DeploymentError:
         self.log.error(f"Run stopped: {message}")  # run.log, then the error to the launcher
@@ -312,8 +348,13 @@ class FlowerUpdates:
             log.warning(f"  round {r:3d} client {cid:3d} | no reply from node "
                         f"{cid % self.settings.num_nodes}")
             return missing
-        if reply.has_error():
-            kind, text = protocol.parse_error(reply.error.reason)
+        outcome = protocol.outcome_of(reply, cid)
+        if outcome is None:
+            log.warning(f"  round {r:3d} client {cid:3d} | node {cid % self.settings.num_nodes}"
+                        f"'s reply holds no update of it")
+            return missing
+        if isinstance(outcome, protocol.NodeFailure):
+            kind, text = outcome.kind, str(outcome)
             if kind == protocol.DIVERGENCE:
                 raise DivergenceError(text)
             if kind == protocol.SETUP:
@@ -322,12 +363,12 @@ class FlowerUpdates:
             log.warning(f"  round {r:3d} client {cid:3d} | node "
                         f"{cid % self.settings.num_nodes} failed: {text.strip()}")
             return missing
-        payload = protocol.payload_of(reply.content[protocol.UPDATE])
+        payload, record = outcome
         try:
             client, samples, _ = wire.header(payload)
             if (client, samples) != (cid, len(slot.data)):
                 raise wire.WireError(f"the update is client {client}'s with {samples} samples")
-            result = ClientResult.from_record(payload, reply.content[protocol.RESULT])
+            result = ClientResult.from_record(payload, record)
         except (ValueError, KeyError, TypeError, struct.error) as err:  # WireError: ValueError
             log.warning(f"  round {r:3d} client {cid:3d} | its update is not this client's "
                         f"({err})")

@@ -1,4 +1,5 @@
-"""The node's worker: one long-lived process per SuperNode that runs its clients' updates.
+"""The node's worker under Flower's subprocess isolation: one long-lived process per SuperNode
+that runs its clients' updates (with process isolation, executor.py runs them instead).
 
 It imports torch and the suite once, builds the node's federation once per experiment
 (node.federation), and serves the thin ClientApps' tasks (worker_link.py) one after another on

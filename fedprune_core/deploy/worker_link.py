@@ -1,8 +1,8 @@
 """The ClientApp's side of the node's worker: hand one task to the long-lived worker process
 of this node (worker.py), starting it when none answers.
 
-Flower starts a ClientApp process for every message (flwr-clientapp pulls one message, runs it
-and exits); importing torch and building the federation in each would cost seconds a message.
+Under subprocess isolation (Flower's default) a SuperNode starts a ClientApp process for every
+message (flwr-clientapp pulls one message, runs it and exits); importing torch and building the federation in each would cost seconds a message.
 So the ClientApp stays thin (no torch) and forwards each task, over a Unix socket, to one worker
 per node (per state-dir), which imports torch and builds the node's federation once. The
 SuperNode still owns the connection to the SuperLink; a worker that died (killed, crashed) is

@@ -52,10 +52,8 @@ def run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
 def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
                updates: UpdateSource, on_client) -> tuple[ServerState, list[dict]]:
     r, layout = cohort.round, setup.layout
-    planner = setup.extractor.for_round(layout, state.params, r)
-    # a client whose ratio keeps nothing (1) sits the round out (selective participation)
-    sits_out = {s.client_id for s in cohort.clients if state.clients.ratios[s.client_id] >= 1.0}
-    training = Cohort(r, tuple(s for s in cohort.clients if s.client_id not in sits_out))
+    planner, training = round_plan(state, cohort, setup)
+    sits_out = {s.client_id for s in cohort.clients} - {s.client_id for s in training.clients}
     changed, rows = {}, []
 
     def arrived() -> Iterator[wire.Decoded]:
@@ -90,6 +88,15 @@ def _run_round(state: ServerState, cohort: Cohort, setup: RoundSetup,
         raise DivergenceError(f"round {r}: the global model has NaN/inf weights")
     return ServerState(r, params, state.clients.replace(changed), aggregator,
                        state.trained | trained), rows
+
+
+def round_plan(state: ServerState, cohort: Cohort, setup: RoundSetup) -> tuple[Planner, Cohort]:
+    """The round's planner (the clients' sub-models or masks, cut from the global model) and
+    the cohort's clients that train: one whose ratio keeps nothing (1) sits the round out
+    (selective participation). What an update source is called with."""
+    planner = setup.extractor.for_round(setup.layout, state.params, cohort.round)
+    return planner, Cohort(cohort.round, tuple(
+        s for s in cohort.clients if state.clients.ratios[s.client_id] < 1.0))
 
 
 def _decode(update: Update, planner: Planner, state: ServerState,

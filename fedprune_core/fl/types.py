@@ -123,5 +123,7 @@ class Missing:
 
 
 # (server state, cohort, setup, the round's planner) -> each client's Update or Missing, in
-# cohort order
+# cohort order. A source with a `start(state, cohort, setup)` method is told the next round as
+# soon as the global model is aggregated, before the loop evaluates it (run/loop.py): a
+# deployment's nodes then train while the server evaluates.
 UpdateSource = Callable[..., Iterator[Union[Update, Missing]]]

@@ -116,6 +116,8 @@ def _run(cfg, run_dir, saved, log, on_round_end, updates) -> RunResult:
         round_start = time.perf_counter()
         state, rows = run_round(state, cohort(fed, r), fed.setup, updates,
                                 progress.client_done)
+        if r < cfg.rounds and cfg.target_accuracy is None and hasattr(updates, "start"):
+            updates.start(state, cohort(fed, r + 1), fed.setup)  # before evaluating round r
         evaluation, diagnostics, width_rows = summary.evaluate_round(fed, r, state)
         row = summary.round_row(fed, r, evaluation, rows, history.metrics)
         row["wall_time_sec"] = time.perf_counter() - round_start
