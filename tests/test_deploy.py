@@ -398,3 +398,33 @@ def test_isolation_is_for_the_nodes_this_command_starts(tmp_path):
                  "subprocess")
     assert out.returncode == 2 and "isolation" in out.stderr
     assert len(out.stderr.strip().splitlines()) <= 2 and "Traceback" not in out.stderr
+
+
+def test_executors_that_keep_dying_stop_the_deployment_with_their_log(tmp_path):
+    """The launcher starts the nodes' executors' process again when it exits (a kill), but
+    not forever: one that cannot start (a broken install) ends the deployment, its log named."""
+    from fedprune_core.deploy import launch
+
+    class Spawner:  # the part of supervisor.Supervisor the launcher uses here
+        def __init__(self):
+            self.procs, self.started = {}, 0
+
+        def spawn(self, name, argv):
+            self.started += 1
+            self.procs[name] = subprocess.Popen(argv)
+            self.procs[name].wait()  # it dies at once
+            return self.procs[name]
+
+    deployment = launch.Deployment.__new__(launch.Deployment)
+    deployment.work, deployment.revived = tmp_path, 0
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "executors.log").write_text("ImportError: no module named torch\n")
+    deployment.executors = [sys.executable, "-c", "raise SystemExit(3)"]
+    deployment.supervisor = Spawner()
+    deployment.supervisor.spawn("executors", deployment.executors)
+    for _ in range(launch.REVIVE_LIMIT):
+        deployment._revive_executors()
+    assert deployment.supervisor.started == 1 + launch.REVIVE_LIMIT
+    with pytest.raises(launch.DeployFailed, match="keep exiting .status 3.*executors.log.*"
+                                                  "ImportError"):
+        deployment._revive_executors()

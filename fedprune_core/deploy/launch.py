@@ -37,6 +37,7 @@ from .supervisor import AppWatch, Supervisor, plain
 RESULT_MARKER = "FEDPRUNE-DEPLOY-RESULT "  # server_app.RESULT_MARKER (not imported: flwr)
 STREAM_GRACE_SEC = 60.0  # for the log of a ServerApp that ended cleanly to arrive
 START_LIMIT_SEC = 300.0  # for the SuperLink to listen (a safety limit, not a timing)
+REVIVE_LIMIT = 3  # the nodes' executors started again at most this often in one deployment
 
 
 class DeployFailed(CommandError):
@@ -56,6 +57,7 @@ class Deployment:
         self.run_id: Optional[str] = None  # Flower's, once `flwr run` has started it
         self.runtimes: list[str] = []  # the local SuperNodes' Runtime API addresses
         self.executors: list[str] = []  # the argv of their executors' process
+        self.revived = 0  # times that process was started again
 
     # --- the whole command ------------------------------------------------------------------
     def run(self) -> int:
@@ -202,10 +204,16 @@ class Deployment:
         """The executors' process restarts a node's executor that died; if it died itself, it is
         started again: the clients' state is in the nodes' files, so their next tasks go on."""
         proc = self.supervisor.procs.get("executors")
-        if proc is not None and proc.poll() is not None and self.executors:
-            print(f"the nodes' executors exited (status {proc.returncode}); starting them "
-                  f"again", flush=True)
-            self.supervisor.spawn("executors", self.executors)
+        if proc is None or proc.poll() is None or not self.executors:
+            return
+        self.revived += 1
+        if self.revived > REVIVE_LIMIT:  # it cannot start (a broken install): say so, stop
+            raise DeployFailed(f"the nodes' executors keep exiting (status {proc.returncode}); "
+                               f"their log: {self.work / 'logs' / 'executors.log'}"
+                               f"{tail(self.work / 'logs' / 'executors.log')}")
+        print(f"the nodes' executors exited (status {proc.returncode}); starting them "
+              f"again", flush=True)
+        self.supervisor.spawn("executors", self.executors)
 
     def _register(self, public_key: Path, address: str) -> None:
         """`flwr supernode register`: the SuperLink admits this key's SuperNode."""
