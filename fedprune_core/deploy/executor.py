@@ -5,17 +5,18 @@ A SuperNode started with `--isolation process` runs no ClientApp itself: it queu
 it pulls as a task on its Runtime API and waits for an outside process to acquire it. Flower's
 own (`flower-superexec`) starts one `flwr-clientapp` process a task, which imports Flower and
 the app, installs the FAB and exits: more than a CPU-second a message, and the app's torch and
-federation on top. This executor is that outside process, started once per node beside the
-SuperNode (launch.py; `python -m fedprune_core.deploy.executor --runtime-api-address
-HOST:PORT` on a real machine). For each task it does what Flower 1.42's `flwr-clientapp` does
-(flwr/supernode/runtime/run_clientapp.py, whose functions it calls: pull the task's message and
-context, run the ClientApp, push the reply and the task's status, a heartbeat meanwhile), with
+federation on top. This executor is that outside process, one per node beside its SuperNode
+(`python -m fedprune_core.deploy.executor --runtime-api-address HOST:PORT` on a real machine;
+launch.py passes every local SuperNode's address and the executors are forked, serve_all).
+For each task it does what Flower 1.42's `flwr-clientapp` does (flwr/supernode/runtime/
+run_clientapp.py, whose functions it calls: pull the task's message and context, run the
+ClientApp, push the reply and the task's status, a heartbeat meanwhile), with
 two differences: the FAB is not installed and loaded, since its components are this installed
 package's (package.py) and a server with another release is refused (protocol.fingerprint);
-and the ClientApp's handler runs the update here (node.run_task) instead of asking a worker.
+and the ClientApp's handler runs the updates here (node.run_tasks) instead of asking a worker.
 After a query it builds the node's federation (the query carries the experiment) while the
 server waits for the other nodes. The clients' state is in files (node_state.py): a killed
-executor is started again (launch.py) and loses nothing.
+executor is started again (serve_all; launch.py for the forking process) and loses nothing.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ..config import ConfigError, ExperimentConfig
 from ..errors import DataUnavailableError, DivergenceError
 from ..fl import wire
 from ..fl.client import local_update
-from ..fl.threads import one_thread_pool, resolve_threads, torch_threads
+from ..fl.threads import one_thread_map, resolve_threads, torch_threads
 from ..fl.types import ClientSlot
 from ..methods.extract.base import FullPlanner
 from ..run.checkpoint import numeric_threads
@@ -78,14 +78,8 @@ def run_tasks(settings: NodeSettings, tasks: list[Task]) -> dict[int, Outcome]:
     except NodeFailure as err:
         return {t.client_id: err for t in tasks}
     workers = resolve_threads(cfg.num_threads) if cfg.engine == "parallel" else 1
-    if workers == 1 or len(tasks) == 1:
-        return {t.client_id: timed(run_task, settings, t) for t in tasks}
-    pool = one_thread_pool(min(workers, len(tasks)))
-    try:
-        futures = [pool.submit(timed, run_task, settings, t) for t in tasks]
-        return {t.client_id: f.result() for t, f in zip(tasks, futures)}
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    outcomes = one_thread_map(lambda t: timed(run_task, settings, t), tasks, workers)
+    return {t.client_id: out for t, out in zip(tasks, outcomes)}
 
 
 def node_config(settings: NodeSettings, experiment: dict) -> ExperimentConfig:
