@@ -4,9 +4,10 @@ of this node (worker.py), starting it when none answers.
 Under subprocess isolation (Flower's default) a SuperNode starts a ClientApp process for every
 message (flwr-clientapp pulls one message, runs it and exits); importing torch and building the
 federation in each would cost seconds a message. So the ClientApp stays thin (no torch) and
-forwards each task, over a Unix socket, to one worker per node (per state-dir), which imports torch and builds the node's federation once. The
-SuperNode still owns the connection to the SuperLink; a worker that died (killed, crashed) is
-started again by the next task, and the clients' state lives in files (node_state.py), so it
+forwards each task, over a Unix socket, to one worker per node (per state-dir), which imports
+torch and builds the node's federation once. The SuperNode still owns the connection to the
+SuperLink; a worker that died (killed, crashed) is started again by the next task, and the
+clients' state lives in files (node_state.py), so it
 survives. Frames are a 4-byte length, a JSON header, then raw bytes of the length it names.
 """
 
